@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The README's test command: installs what is needed, builds, and runs every test suite
+# (unit, parsers, conformance, parity), then the file parsers again under ASan+UBSan.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/build.sh
+jobs=$(nproc)
+
+echo "== test suites (build/) =="
+ctest --test-dir build -j "$jobs" --output-on-failure --timeout 900
+
+echo "== parsers under AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/) =="
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHG_SANITIZE=ON -DHG_PARSERS_ONLY=ON \
+      -DHG_BUILD_BENCH=OFF >/dev/null
+cmake --build build-asan -j "$jobs"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+  ctest --test-dir build-asan -j "$jobs" --output-on-failure --timeout 900 -L parsers
+echo "== all tests passed =="
