@@ -53,11 +53,14 @@ void ClipVisionConfig::validate(const std::string& origin) const {
     const char* o = origin.c_str();
     HG_CHECK(image_size > 0 && patch_size > 0 && image_size >= patch_size,
              "%s: CLIP image size %d / patch size %d are invalid", o, image_size, patch_size);
+    HG_CHECK(image_size / patch_size <= 4096, "%s: CLIP image size %d / patch size %d give too many patches", o,
+             image_size, patch_size);
     HG_CHECK(num_channels > 0 && num_channels <= 16, "%s: CLIP channel count %d is invalid", o, num_channels);
-    HG_CHECK(hidden > 0 && n_head > 0 && hidden % n_head == 0,
+    HG_CHECK(hidden > 0 && hidden <= 65536 && n_ff > 0 && n_ff <= 1 << 20,
+             "%s: CLIP widths (embedding %d, feed-forward %d) are invalid", o, hidden, n_ff);
+    HG_CHECK(n_head > 0 && hidden % n_head == 0,
              "%s: CLIP hidden size %d is not a multiple of the head count %d", o, hidden, n_head);
     HG_CHECK(n_layer > 0 && n_layer <= 1024, "%s: CLIP block count %d is invalid", o, n_layer);
-    HG_CHECK(n_ff > 0, "%s: CLIP feed-forward length %d is invalid", o, n_ff);
     HG_CHECK(eps > 0 && std::isfinite(eps), "%s: CLIP layer-norm epsilon %g is invalid", o, (double)eps);
     // Activations of one image must stay addressable with int64 and reasonably sized (< 4 GiB).
     HG_CHECK((int64_t)n_tokens() * std::max(hidden, n_ff) < (int64_t)1 << 30,

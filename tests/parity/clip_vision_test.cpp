@@ -214,6 +214,19 @@ TEST(ClipVisionParity, BadWeightsFailWithNames) {
     {
         WeightMap map;
         fill_tower(map, "clip_a", DType::F32);
+        map.set_int(clip_keys::kImageSize, 1 << 20);
+        map.set_int(clip_keys::kPatchSize, 1);
+        EXPECT_EQ(message(map), "vision.gguf: CLIP image size 1048576 / patch size 1 give too many patches");
+    }
+    {
+        WeightMap map;
+        fill_tower(map, "clip_a", DType::F32);
+        map.set_float(clip_keys::kLayerNormEps, -1.0);
+        EXPECT_EQ(message(map), "vision.gguf: CLIP layer-norm epsilon -1 is invalid");
+    }
+    {
+        WeightMap map;
+        fill_tower(map, "clip_a", DType::F32);
         map.set_int(clip_keys::kImageSize, 112);  // position table no longer fits the grid
         EXPECT_EQ(message(map), "vision.gguf: tensor v.position_embd.weight has shape [17, 64], expected [65, 64]");
     }
