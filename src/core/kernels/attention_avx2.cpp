@@ -1,0 +1,124 @@
+// AVX2 attention: flash-style online softmax, one (query row, head) per work item, keys visited
+// in blocks of 32 within the visible range only (causal / sliding window bounds computed, not
+// masked), K/V read in F32 or F16 (converted exactly with F16C). No score matrix is kept: per
+// work item a block of 32 scores and one head_dim accumulator live in thread-local scratch.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "core/error.h"
+#include "core/kernels/kernels_avx2.h"
+#include "core/kernels/simd_avx2.h"
+
+namespace hg::avx2 {
+
+namespace {
+
+constexpr int kBlock = 32;
+
+template <bool F16>
+inline __m256 load_kv(const uint8_t* p, int d) {
+    if constexpr (F16) return load_f16(reinterpret_cast<const uint16_t*>(p) + d);
+    else return _mm256_loadu_ps(reinterpret_cast<const float*>(p) + d);
+}
+template <bool F16>
+inline float kv_at(const uint8_t* p, int d) {
+    if constexpr (F16) return _cvtsh_ss(reinterpret_cast<const uint16_t*>(p)[d]);
+    else return reinterpret_cast<const float*>(p)[d];
+}
+
+template <bool F16>
+void attend_one(float* o, const float* qi, const uint8_t* kbase, const uint8_t* vbase, size_t kv_stride, int64_t j0,
+                int64_t j1, int D, float scale, float* acc) {
+    const int D8 = D & ~7;
+    for (int d = 0; d < D; ++d) acc[d] = 0;
+    float m = -INFINITY, l = 0;
+    alignas(32) float s[kBlock];
+    for (int64_t jb = j0; jb < j1; jb += kBlock) {
+        const int nb = static_cast<int>(std::min<int64_t>(kBlock, j1 - jb));
+        // scores s[j] = q . k_j * scale
+        float bmax = -INFINITY;
+        for (int j = 0; j < nb; ++j) {
+            const uint8_t* kr = kbase + (jb + j) * kv_stride;
+            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+            int d = 0;
+            for (; d + 16 <= D8; d += 16) {
+                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qi + d), load_kv<F16>(kr, d), a0);
+                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qi + d + 8), load_kv<F16>(kr, d + 8), a1);
+            }
+            for (; d < D8; d += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qi + d), load_kv<F16>(kr, d), a0);
+            float dot = hsum(_mm256_add_ps(a0, a1));
+            for (; d < D; ++d) dot += qi[d] * kv_at<F16>(kr, d);
+            s[j] = dot * scale;
+            bmax = std::max(bmax, s[j]);
+        }
+        // online softmax update
+        const float m_new = std::max(m, bmax);
+        const float alpha = _mm256_cvtss_f32(exp_ps(_mm256_set1_ps(m - m_new)));  // 0 on the first block
+        int j = 0;
+        const __m256 vm = _mm256_set1_ps(m_new);
+        __m256 lsum = _mm256_setzero_ps();
+        for (; j + 8 <= nb; j += 8) {
+            const __m256 p = exp_ps(_mm256_sub_ps(_mm256_load_ps(s + j), vm));
+            _mm256_store_ps(s + j, p);
+            lsum = _mm256_add_ps(lsum, p);
+        }
+        float ls = hsum(lsum);
+        for (; j < nb; ++j) {
+            s[j] = _mm256_cvtss_f32(exp_ps(_mm256_set1_ps(s[j] - m_new)));
+            ls += s[j];
+        }
+        l = l * alpha + ls;
+        m = m_new;
+        // acc = acc * alpha + sum_j p_j v_j
+        const __m256 va = _mm256_set1_ps(alpha);
+        for (int d = 0; d < D8; d += 8) _mm256_storeu_ps(acc + d, _mm256_mul_ps(_mm256_loadu_ps(acc + d), va));
+        for (int d = D8; d < D; ++d) acc[d] *= alpha;
+        for (j = 0; j < nb; ++j) {
+            const uint8_t* vr = vbase + (jb + j) * kv_stride;
+            const __m256 p = _mm256_set1_ps(s[j]);
+            for (int d = 0; d < D8; d += 8)
+                _mm256_storeu_ps(acc + d, _mm256_fmadd_ps(p, load_kv<F16>(vr, d), _mm256_loadu_ps(acc + d)));
+            for (int d = D8; d < D; ++d) acc[d] += s[j] * kv_at<F16>(vr, d);
+        }
+    }
+    const float inv = l > 0 ? 1.0f / l : 0.0f;
+    for (int d = 0; d < D; ++d) o[d] = acc[d] * inv;
+}
+
+}  // namespace
+
+void attention(float* out, const float* q, int64_t n_q, size_t q_stride, const void* k, const void* v, DType kv_type,
+               int64_t n_kv, size_t kv_stride, const AttentionParams& p, ThreadPool& pool) {
+    HG_CHECK(kv_type == DType::F32 || kv_type == DType::F16, "attention: KV type %s not supported", dtype_name(kv_type));
+    HG_CHECK(p.n_kv_head > 0 && p.n_head % p.n_kv_head == 0, "attention: %d heads not a multiple of %d KV heads",
+             p.n_head, p.n_kv_head);
+    const int D = p.head_dim;
+    const int group = p.n_head / p.n_kv_head;
+    const size_t esize = kv_type == DType::F16 ? 2 : 4;
+    pool.parallel_for(n_q * p.n_head, [&](int64_t b, int64_t e, int) {
+        static thread_local std::vector<float> acc;
+        if ((int)acc.size() < D) acc.resize(D);
+        for (int64_t ih = b; ih < e; ++ih) {
+            const int64_t i = ih / p.n_head;
+            const int h = static_cast<int>(ih % p.n_head), kvh = h / group;
+            const int64_t pos = p.q_pos0 + i;
+            // visible keys: j <= pos (causal) and j > pos - window (sliding window)
+            int64_t j0 = 0, j1 = n_kv;
+            if (p.causal) j1 = std::min<int64_t>(n_kv, pos + 1);
+            if (p.window > 0) j0 = std::max<int64_t>(0, pos - p.window + 1);
+            float* o = out + (i * p.n_head + h) * D;
+            if (j0 >= j1) {
+                std::fill(o, o + D, 0.0f);
+                continue;
+            }
+            const uint8_t* kb = static_cast<const uint8_t*>(k) + (size_t)kvh * D * esize;
+            const uint8_t* vb = static_cast<const uint8_t*>(v) + (size_t)kvh * D * esize;
+            const float* qi = q + i * q_stride + (size_t)h * D;
+            if (kv_type == DType::F16) attend_one<true>(o, qi, kb, vb, kv_stride, j0, j1, D, p.scale, acc.data());
+            else attend_one<false>(o, qi, kb, vb, kv_stride, j0, j1, D, p.scale, acc.data());
+        }
+    });
+}
+
+}  // namespace hg::avx2

@@ -1,0 +1,855 @@
+// AVX2 matmul: y[M,N] = x[M,K] · W[N,K]^T + bias, for F32 F16 BF16 Q4_0 Q8_0 Q4_K Q6_K weights,
+// with the semantics of the scalar reference (core/ops.h, kernels_ref.cpp).
+//
+// Two paths:
+//  * GEMV (M <= 4, decode): weights are read once, straight from their GGUF layout, each block
+//    against every activation row (ggml-style row dot products: maddubs/madd integer dots).
+//    This path is bound by memory bandwidth; threads split N in contiguous chunks.
+//  * GEMM (M > 4, prefill): threads split N into panels of 8 (quantized) or 16 (float) weight
+//    rows. Each panel is unpacked into an interleaved layout (for the integer types: one byte per
+//    weight, 4 consecutive k of the 8 rows side by side, so one 32-byte vector holds a k-step of
+//    all 8 rows and one maddubs against a broadcast of 4 activation bytes gives 8 rows at once;
+//    block scales laid out as vectors over the 8 rows). A register-blocked micro-kernel then runs
+//    every group of 4 activation rows over the panel, so each unpacked weight is reused M times.
+//    The integer dots are exact; one float FMA per (block, row group) applies the scales.
+//
+// Activations are quantized once per call (bit-identical to quantize_row_q8_0/_q8_K) into
+// thread-local buffers that only grow, so steady-state calls do not allocate.
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "core/error.h"
+#include "core/half.h"
+#include "core/kernels/kernels_avx2.h"
+#include "core/kernels/simd_avx2.h"
+#include "core/quants.h"
+
+namespace hg::avx2 {
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Activation quantization
+
+// 4 vectors of 8 int32 (values in int8 range) -> 32 int8 in order.
+inline __m256i pack_i32_to_i8(__m256i a, __m256i b, __m256i c, __m256i d) {
+    const __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
+    const __m256i abcd = _mm256_packs_epi16(ab, cd);
+    return _mm256_permutevar8x32_epi32(abcd, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+// C roundf: ties away from zero (exact: v - trunc(v) is exact in float).
+inline __m256 round_away(__m256 v) {
+    const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m256 ge = _mm256_cmp_ps(abs_ps(_mm256_sub_ps(v, t)), _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+    const __m256 one = _mm256_or_ps(_mm256_and_ps(v, _mm256_set1_ps(-0.0f)), _mm256_set1_ps(1.0f));
+    return _mm256_add_ps(t, _mm256_and_ps(ge, one));
+}
+
+// Q8_0, same arithmetic as quantize_row_q8_0: d = amax/127, q = roundf(x * (1/d)).
+// sums (optional): sum of the 32 quants of each block.
+void quantize_q8_0(const float* x, block_q8_0* y, int64_t n, int32_t* sums) {
+    for (int64_t b = 0; b < n / 32; ++b, x += 32) {
+        __m256 v[4];
+        __m256 amax = _mm256_setzero_ps();
+        for (int j = 0; j < 4; ++j) {
+            v[j] = _mm256_loadu_ps(x + 8 * j);
+            amax = _mm256_max_ps(amax, abs_ps(v[j]));
+        }
+        const float d = hmax(amax) / 127;
+        const float id = d ? 1.0f / d : 0.0f;
+        y[b].d = fp32_to_fp16(d);
+        const __m256 vid = _mm256_set1_ps(id);
+        __m256i q[4];
+        for (int j = 0; j < 4; ++j) {
+            const __m256 r = _mm256_min_ps(_mm256_max_ps(round_away(_mm256_mul_ps(v[j], vid)), _mm256_set1_ps(-128.0f)),
+                                           _mm256_set1_ps(127.0f));
+            q[j] = _mm256_cvtps_epi32(r);
+        }
+        const __m256i q8 = pack_i32_to_i8(q[0], q[1], q[2], q[3]);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(y[b].qs), q8);
+        if (sums) sums[b] = hsum_i32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3])));
+    }
+}
+
+// Q8_K, same arithmetic as quantize_row_q8_K: iscale = -127/max (max = first value of largest
+// magnitude), q = min(127, nearest_even(iscale * x)), d = 1/iscale, bsums of 16.
+void quantize_q8_K(const float* x, block_q8_K* y, int64_t n) {
+    for (int64_t b = 0; b < n / QK_K; ++b, x += QK_K) {
+        __m256 amaxv = _mm256_setzero_ps();
+        for (int j = 0; j < QK_K; j += 8) amaxv = _mm256_max_ps(amaxv, abs_ps(_mm256_loadu_ps(x + j)));
+        const float amax = hmax(amaxv);
+        block_q8_K& out = y[b];
+        if (!amax) {
+            std::memset(&out, 0, sizeof(out));
+            continue;
+        }
+        int first = 0;
+        const __m256 am = _mm256_set1_ps(amax);
+        for (int j = 0; j < QK_K; j += 8) {
+            const int mask = _mm256_movemask_ps(_mm256_cmp_ps(abs_ps(_mm256_loadu_ps(x + j)), am, _CMP_EQ_OQ));
+            if (mask) {
+                first = j + __builtin_ctz(mask);
+                break;
+            }
+        }
+        const float iscale = -127.0f / x[first];
+        const __m256 vs = _mm256_set1_ps(iscale);
+        const __m256i max127 = _mm256_set1_epi32(127);
+        for (int j = 0; j < QK_K; j += 32) {
+            __m256i q[4];
+            for (int i = 0; i < 4; ++i) {
+                const __m256 r = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j + 8 * i), vs),
+                                                 _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                q[i] = _mm256_min_epi32(_mm256_cvtps_epi32(r), max127);
+            }
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(out.qs + j), pack_i32_to_i8(q[0], q[1], q[2], q[3]));
+            // bsums of the two groups of 16 in these 32 values
+            const __m256i s01 = _mm256_add_epi32(q[0], q[1]), s23 = _mm256_add_epi32(q[2], q[3]);
+            out.bsums[j / 16] = static_cast<int16_t>(hsum_i32(s01));
+            out.bsums[j / 16 + 1] = static_cast<int16_t>(hsum_i32(s23));
+        }
+        out.d = 1 / iscale;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scratch buffers: grow only (thread-local, so pool workers keep theirs between calls).
+
+struct Scratch {
+    std::vector<uint8_t> act;     // quantized activations (caller thread)
+    std::vector<int32_t> sums;    // per-block activation sums (Q8_0) / per-32 sums (Q8_K)
+    std::vector<uint8_t> panel;   // one unpacked weight panel (per worker)
+};
+Scratch& scratch() {
+    static thread_local Scratch s;
+    return s;
+}
+template <typename T>
+T* grow(std::vector<T>& v, size_t n) {
+    if (v.size() < n) v.resize(n);
+    return v.data();
+}
+inline uint8_t* align64(uint8_t* p) {
+    return reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t(63));
+}
+
+inline __m256i bcast32(const void* p) {
+    int32_t v;
+    std::memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+// ---------------------------------------------------------------------------------------------
+// GEMV row dots: one weight row against MR activation rows; out[m] = dot(w, a_m).
+
+template <int MR>
+void dot_q8_0(const block_q8_0* w, const block_q8_0* const* a, int64_t nb, float* out) {
+    __m256 acc[MR];
+    for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps();
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int64_t b = 0; b < nb; ++b) {
+        const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs));
+        const __m256i wa = _mm256_sign_epi8(wq, wq);
+        const float dw = _cvtsh_ss(w[b].d);
+        for (int m = 0; m < MR; ++m) {
+            const __m256i aq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[m][b].qs));
+            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(aq, wq)), ones);
+            acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * _cvtsh_ss(a[m][b].d)), acc[m]);
+        }
+    }
+    for (int m = 0; m < MR; ++m) out[m] = hsum(acc[m]);
+}
+
+template <int MR>
+void dot_q4_0(const block_q4_0* w, const block_q8_0* const* a, int64_t nb, float* out) {
+    __m256 acc[MR];
+    for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps();
+    const __m256i ones = _mm256_set1_epi16(1), lo4 = _mm256_set1_epi8(0xF), eight = _mm256_set1_epi8(8);
+    for (int64_t b = 0; b < nb; ++b) {
+        const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].qs));
+        // elements 0..15 in the low nibbles, 16..31 in the high nibbles
+        const __m256i wq = _mm256_sub_epi8(_mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), lo4), eight);
+        const __m256i wa = _mm256_sign_epi8(wq, wq);
+        const float dw = _cvtsh_ss(w[b].d);
+        for (int m = 0; m < MR; ++m) {
+            const __m256i aq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[m][b].qs));
+            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(aq, wq)), ones);
+            acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * _cvtsh_ss(a[m][b].d)), acc[m]);
+        }
+    }
+    for (int m = 0; m < MR; ++m) out[m] = hsum(acc[m]);
+}
+
+// The 8 6-bit scales and 8 mins of a Q4_K block as bytes (sc in the low 8, m in the high 8).
+inline __m128i q4_K_scales_mins(const uint8_t* s) {
+    uint32_t w0, w1, w2;
+    std::memcpy(&w0, s, 4);
+    std::memcpy(&w1, s + 4, 4);
+    std::memcpy(&w2, s + 8, 4);
+    const uint32_t sc_lo = w0 & 0x3f3f3f3f, m_lo = w1 & 0x3f3f3f3f;
+    const uint32_t sc_hi = (w2 & 0x0f0f0f0f) | ((w0 >> 2) & 0x30303030);
+    const uint32_t m_hi = ((w2 >> 4) & 0x0f0f0f0f) | ((w1 >> 2) & 0x30303030);
+    return _mm_setr_epi32((int)sc_lo, (int)sc_hi, (int)m_lo, (int)m_hi);
+}
+
+template <int MR>
+void dot_q4_K(const block_q4_K* w, const block_q8_K* const* a, int64_t nb, float* out) {
+    float acc[MR];
+    for (int m = 0; m < MR; ++m) acc[m] = 0;
+    const __m256i lo4 = _mm256_set1_epi8(0xF);
+    for (int64_t b = 0; b < nb; ++b) {
+        const __m128i scm = q4_K_scales_mins(w[b].scales);
+        // scales as int16 in both 128-bit lanes; shuffle masks broadcast scale j
+        const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
+        const __m128i mins16 = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(scm, scm));
+        const float dw = _cvtsh_ss(w[b].d), dminw = _cvtsh_ss(w[b].dmin);
+        __m256i isum[MR];
+        for (int m = 0; m < MR; ++m) isum[m] = _mm256_setzero_si256();
+        for (int j = 0; j < 4; ++j) {
+            const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs + 32 * j));
+            const __m256i ql = _mm256_and_si256(q, lo4), qh = _mm256_and_si256(_mm256_srli_epi16(q, 4), lo4);
+            const __m256i s0 = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((int16_t)((4 * j + 1) << 8 | (4 * j))));
+            const __m256i s1 = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((int16_t)((4 * j + 3) << 8 | (4 * j + 2))));
+            for (int m = 0; m < MR; ++m) {
+                const int8_t* aq = a[m][b].qs + 64 * j;
+                const __m256i p0 = _mm256_maddubs_epi16(ql, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq)));
+                const __m256i p1 = _mm256_maddubs_epi16(qh, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq + 32)));
+                isum[m] = _mm256_add_epi32(isum[m], _mm256_add_epi32(_mm256_madd_epi16(p0, s0), _mm256_madd_epi16(p1, s1)));
+            }
+        }
+        for (int m = 0; m < MR; ++m) {
+            const block_q8_K& ab = a[m][b];
+            // sums of 32 activations: pairs of the 16 bsums
+            const __m128i bs0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ab.bsums));
+            const __m128i bs1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ab.bsums + 8));
+            const __m128i bs32 = _mm_hadd_epi16(bs0, bs1);
+            const __m128i pm = _mm_madd_epi16(bs32, mins16);
+            __m128i s = _mm_add_epi32(pm, _mm_shuffle_epi32(pm, 0x4e));
+            s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+            const int msum = _mm_cvtsi128_si32(s);
+            // one float term per super-block, as in the reference
+            acc[m] += (dw * ab.d) * (float)hsum_i32(isum[m]) - (dminw * ab.d) * (float)msum;
+        }
+    }
+    for (int m = 0; m < MR; ++m) out[m] = acc[m];
+}
+
+template <int MR>
+void dot_q6_K(const block_q6_K* w, const block_q8_K* const* a, int64_t nb, float* out) {
+    float acc[MR];
+    for (int m = 0; m < MR; ++m) acc[m] = 0;
+    const __m256i lo4 = _mm256_set1_epi8(0xF), three = _mm256_set1_epi8(3);
+    for (int64_t b = 0; b < nb; ++b) {
+        const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].scales));
+        const float dw = _cvtsh_ss(w[b].d);
+        __m256i isum[MR];
+        for (int m = 0; m < MR; ++m) {
+            // -32 * sum_sb scale[sb] * bsum[sb]
+            const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[m][b].bsums));
+            isum[m] = _mm256_slli_epi32(_mm256_madd_epi16(bs, _mm256_cvtepi8_epi16(sc8)), 5);
+            isum[m] = _mm256_sub_epi32(_mm256_setzero_si256(), isum[m]);
+        }
+        for (int h = 0; h < 2; ++h) {  // two halves of 128 values
+            const uint8_t* ql = w[b].ql + 64 * h;
+            const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qh + 32 * h));
+            const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql));
+            const __m256i l1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 32));
+            __m256i q[4];
+            q[0] = _mm256_or_si256(_mm256_and_si256(l0, lo4), _mm256_slli_epi16(_mm256_and_si256(qh, three), 4));
+            q[1] = _mm256_or_si256(_mm256_and_si256(l1, lo4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), three), 4));
+            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), lo4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), three), 4));
+            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), lo4),
+                                   _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), three), 4));
+            for (int i = 0; i < 4; ++i) {
+                // scales of sub-blocks 8h + 2i (low 16 values) and 8h + 2i + 1 (high 16)
+                const int s0 = 8 * h + 2 * i;
+                const __m256i sv = _mm256_cvtepi8_epi16(
+                    _mm_shuffle_epi8(sc8, _mm_setr_epi8(s0, s0, s0, s0, s0, s0, s0, s0, s0 + 1, s0 + 1, s0 + 1,
+                                                        s0 + 1, s0 + 1, s0 + 1, s0 + 1, s0 + 1)));
+                for (int m = 0; m < MR; ++m) {
+                    const __m256i aq =
+                        _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[m][b].qs + 128 * h + 32 * i));
+                    isum[m] = _mm256_add_epi32(isum[m], _mm256_madd_epi16(_mm256_maddubs_epi16(q[i], aq), sv));
+                }
+            }
+        }
+        for (int m = 0; m < MR; ++m) acc[m] += (dw * a[m][b].d) * (float)hsum_i32(isum[m]);
+    }
+    for (int m = 0; m < MR; ++m) out[m] = acc[m];
+}
+
+// Float weights: 4 weight rows at a time share the activation loads.
+template <DType T>
+inline __m256 load_w(const void* w, int64_t k) {
+    if constexpr (T == DType::F32) return _mm256_loadu_ps(static_cast<const float*>(w) + k);
+    else if constexpr (T == DType::F16) return load_f16(static_cast<const uint16_t*>(w) + k);
+    else return load_bf16(static_cast<const uint16_t*>(w) + k);
+}
+template <DType T>
+inline float w_at(const void* w, int64_t k) {
+    if constexpr (T == DType::F32) return static_cast<const float*>(w)[k];
+    else if constexpr (T == DType::F16) return _cvtsh_ss(static_cast<const uint16_t*>(w)[k]);
+    else return bf16_to_fp32(static_cast<const uint16_t*>(w)[k]);
+}
+
+// out[r * ostride] = dot(W row r, x) for NR rows (x: M=1 activation row).
+template <DType T, int NR>
+void dot_float_rows(const uint8_t* w, size_t wstride, const float* x, int64_t K, float* out, int64_t ostride) {
+    __m256 acc[NR][2];
+    for (int r = 0; r < NR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 16 <= K; k += 16) {
+        const __m256 x0 = _mm256_loadu_ps(x + k), x1 = _mm256_loadu_ps(x + k + 8);
+        for (int r = 0; r < NR; ++r) {
+            acc[r][0] = _mm256_fmadd_ps(load_w<T>(w + r * wstride, k), x0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_ps(load_w<T>(w + r * wstride, k + 8), x1, acc[r][1]);
+        }
+    }
+    for (; k + 8 <= K; k += 8) {
+        const __m256 x0 = _mm256_loadu_ps(x + k);
+        for (int r = 0; r < NR; ++r) acc[r][0] = _mm256_fmadd_ps(load_w<T>(w + r * wstride, k), x0, acc[r][0]);
+    }
+    for (int r = 0; r < NR; ++r) {
+        float s = hsum(_mm256_add_ps(acc[r][0], acc[r][1]));
+        for (int64_t kk = k; kk < K; ++kk) s += w_at<T>(w + r * wstride, kk) * x[kk];
+        out[r * ostride] = s;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GEMM panels for the integer types: 8 weight rows, interleaved by 4 k.
+//   qs:   per k-step s (4 values): 32 bytes = row0 k[4s..4s+3], row1 ..., row7
+// plus per-block scale vectors. Rows past N are zero (their outputs are not stored).
+
+constexpr int PN = 8;   // weight rows per integer panel
+constexpr int MRQ = 4;  // activation rows per micro-kernel call
+
+// Interleaves 8 rows of 4*nsteps bytes (row r at src[r]) into dst.
+inline void interleave8x4(uint8_t* dst, const uint8_t* const* src, int nsteps) {
+    for (int s = 0; s < nsteps; ++s)
+        for (int r = 0; r < PN; ++r) std::memcpy(dst + 32 * s + 4 * r, src[r] + 4 * s, 4);
+}
+
+// ---- Q4_0: per block of 32: 256 bytes of q (0..15) + 8 floats d.
+constexpr size_t kQ40PanelBlock = 256 + 32;
+void pack_q4_0(uint8_t* dst, const uint8_t* W, size_t wrow, int rows, int64_t nb) {
+    uint8_t vals[PN][32];
+    const uint8_t* src[PN];
+    for (int r = 0; r < PN; ++r) src[r] = vals[r];
+    for (int64_t b = 0; b < nb; ++b, dst += kQ40PanelBlock) {
+        float* d = reinterpret_cast<float*>(dst + 256);
+        for (int r = 0; r < PN; ++r) {
+            if (r < rows) {
+                const block_q4_0& blk = reinterpret_cast<const block_q4_0*>(W + r * wrow)[b];
+                for (int j = 0; j < 16; ++j) {
+                    vals[r][j] = blk.qs[j] & 0xF;
+                    vals[r][j + 16] = blk.qs[j] >> 4;
+                }
+                d[r] = fp16_to_fp32(blk.d);
+            } else {
+                std::memset(vals[r], 0, 32);
+                d[r] = 0;
+            }
+        }
+        interleave8x4(dst, src, 8);
+    }
+}
+
+// y[m, 0..7] (+)= panel · a_m for MR rows; a: Q8_0 rows, asum: per-block sums of the quants.
+template <int MR>
+void kernel_q4_0(const uint8_t* panel, const block_q8_0* const* a, const int32_t* const* asum, int64_t nb,
+                 __m256* acc) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b, panel += kQ40PanelBlock) {
+        __m256i s16[MR];
+        for (int m = 0; m < MR; ++m) s16[m] = _mm256_setzero_si256();
+        for (int s = 0; s < 8; ++s) {
+            const __m256i wv = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + 32 * s));
+            for (int m = 0; m < MR; ++m)
+                s16[m] = _mm256_add_epi16(s16[m], _mm256_maddubs_epi16(wv, bcast32(a[m][b].qs + 4 * s)));
+        }
+        const __m256 dw = _mm256_load_ps(reinterpret_cast<const float*>(panel + 256));
+        for (int m = 0; m < MR; ++m) {
+            // sum (q - 8) a = sum q a - 8 sum a, exact in int32
+            const __m256i dot = _mm256_sub_epi32(_mm256_madd_epi16(s16[m], ones), _mm256_set1_epi32(8 * asum[m][b]));
+            acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, _mm256_set1_ps(_cvtsh_ss(a[m][b].d))),
+                                     acc[m]);
+        }
+    }
+}
+
+// ---- Q8_0: per block: 256 bytes |w|, 256 bytes w, 8 floats d.
+constexpr size_t kQ80PanelBlock = 512 + 32;
+void pack_q8_0(uint8_t* dst, const uint8_t* W, size_t wrow, int rows, int64_t nb) {
+    uint8_t vals[PN][32];
+    const uint8_t* src[PN];
+    for (int r = 0; r < PN; ++r) src[r] = vals[r];
+    for (int64_t b = 0; b < nb; ++b, dst += kQ80PanelBlock) {
+        float* d = reinterpret_cast<float*>(dst + 512);
+        for (int r = 0; r < PN; ++r) {
+            if (r < rows) {
+                const block_q8_0& blk = reinterpret_cast<const block_q8_0*>(W + r * wrow)[b];
+                std::memcpy(vals[r], blk.qs, 32);
+                d[r] = fp16_to_fp32(blk.d);
+            } else {
+                std::memset(vals[r], 0, 32);
+                d[r] = 0;
+            }
+        }
+        interleave8x4(dst + 256, src, 8);
+        for (int i = 0; i < 256; ++i) dst[i] = static_cast<uint8_t>(std::abs((int)(int8_t)dst[256 + i]));
+    }
+}
+
+template <int MR>
+void kernel_q8_0(const uint8_t* panel, const block_q8_0* const* a, const int32_t* const*, int64_t nb, __m256* acc) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b, panel += kQ80PanelBlock) {
+        __m256i s32[MR];
+        for (int m = 0; m < MR; ++m) s32[m] = _mm256_setzero_si256();
+        for (int s = 0; s < 8; ++s) {
+            const __m256i wa = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + 32 * s));
+            const __m256i ws = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + 256 + 32 * s));
+            for (int m = 0; m < MR; ++m) {
+                const __m256i p = _mm256_maddubs_epi16(wa, _mm256_sign_epi8(bcast32(a[m][b].qs + 4 * s), ws));
+                s32[m] = _mm256_add_epi32(s32[m], _mm256_madd_epi16(p, ones));
+            }
+        }
+        const __m256 dw = _mm256_load_ps(reinterpret_cast<const float*>(panel + 512));
+        for (int m = 0; m < MR; ++m)
+            acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[m]), _mm256_mul_ps(dw, _mm256_set1_ps(_cvtsh_ss(a[m][b].d))),
+                                     acc[m]);
+    }
+}
+
+// ---- Q4_K: per super-block: 2048 bytes q (0..15); 8 x 32 bytes scale vectors (int16 pairs
+// sc[r][sb], sc[r][sb]); 4 x 32 bytes min vectors (int16 pairs m[r][2i], m[r][2i+1]); 8 floats d;
+// 8 floats dmin.
+constexpr size_t kQ4KPanelBlock = 2048 + 256 + 128 + 64;
+void pack_q4_K(uint8_t* dst, const uint8_t* W, size_t wrow, int rows, int64_t nb) {
+    alignas(32) uint8_t vals[PN][QK_K];
+    const uint8_t* src[PN];
+    for (int r = 0; r < PN; ++r) src[r] = vals[r];
+    for (int64_t b = 0; b < nb; ++b, dst += kQ4KPanelBlock) {
+        int16_t* sc = reinterpret_cast<int16_t*>(dst + 2048);
+        int16_t* mn = reinterpret_cast<int16_t*>(dst + 2048 + 256);
+        float* d = reinterpret_cast<float*>(dst + 2048 + 256 + 128);
+        for (int r = 0; r < PN; ++r) {
+            if (r < rows) {
+                const block_q4_K& blk = reinterpret_cast<const block_q4_K*>(W + r * wrow)[b];
+                for (int j = 0; j < 4; ++j)
+                    for (int l = 0; l < 32; ++l) {
+                        vals[r][64 * j + l] = blk.qs[32 * j + l] & 0xF;
+                        vals[r][64 * j + 32 + l] = blk.qs[32 * j + l] >> 4;
+                    }
+                for (int sb = 0; sb < 8; ++sb) {
+                    uint8_t s, m;
+                    q4_K_scale_min(sb, blk.scales, &s, &m);
+                    sc[sb * 16 + 2 * r] = sc[sb * 16 + 2 * r + 1] = s;
+                    mn[(sb / 2) * 16 + 2 * r + (sb % 2)] = m;
+                }
+                d[r] = fp16_to_fp32(blk.d);
+                d[8 + r] = fp16_to_fp32(blk.dmin);
+            } else {
+                std::memset(vals[r], 0, QK_K);
+                for (int sb = 0; sb < 8; ++sb) {
+                    sc[sb * 16 + 2 * r] = sc[sb * 16 + 2 * r + 1] = 0;
+                    mn[(sb / 2) * 16 + 2 * r + (sb % 2)] = 0;
+                }
+                d[r] = d[8 + r] = 0;
+            }
+        }
+        interleave8x4(dst, src, 64);
+    }
+}
+
+// a32: per activation row, per super-block, the 8 sums of 32 quants as int16 (from bsums).
+template <int MR>
+void kernel_q4_K(const uint8_t* panel, const block_q8_K* const* a, const int16_t* const* a32, int64_t nb,
+                 __m256* acc) {
+    for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b, panel += kQ4KPanelBlock) {
+        __m256i s32[MR];
+        for (int m = 0; m < MR; ++m) s32[m] = _mm256_setzero_si256();
+        for (int sb = 0; sb < 8; ++sb) {
+            __m256i s16[MR];
+            for (int m = 0; m < MR; ++m) s16[m] = _mm256_setzero_si256();
+            const uint8_t* pq = panel + 256 * sb;
+            for (int s = 0; s < 8; ++s) {
+                const __m256i wv = _mm256_load_si256(reinterpret_cast<const __m256i*>(pq + 32 * s));
+                for (int m = 0; m < MR; ++m)
+                    s16[m] = _mm256_add_epi16(s16[m],
+                                              _mm256_maddubs_epi16(wv, bcast32(a[m][b].qs + 32 * sb + 4 * s)));
+            }
+            const __m256i sv = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + 2048 + 32 * sb));
+            for (int m = 0; m < MR; ++m) s32[m] = _mm256_add_epi32(s32[m], _mm256_madd_epi16(s16[m], sv));
+        }
+        const float* d = reinterpret_cast<const float*>(panel + 2048 + 256 + 128);
+        const __m256 dw = _mm256_load_ps(d), dmin = _mm256_load_ps(d + 8);
+        for (int m = 0; m < MR; ++m) {
+            __m256i ms = _mm256_setzero_si256();
+            for (int i = 0; i < 4; ++i)
+                ms = _mm256_add_epi32(
+                    ms, _mm256_madd_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(panel + 2048 + 256 + 32 * i)),
+                                          bcast32(a32[m] + 8 * b + 2 * i)));
+            const __m256 da = _mm256_set1_ps(a[m][b].d);
+            acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[m]), _mm256_mul_ps(dw, da), acc[m]);
+            acc[m] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(ms), _mm256_mul_ps(dmin, da), acc[m]);
+        }
+    }
+}
+
+// ---- Q6_K: per super-block: 2048 bytes q (0..63); 16 x 32 bytes scale vectors (int16 pairs
+// sc[r][sb], sc[r][sb]); 8 x 32 bytes correction vectors (int16 pairs sc[r][2i], sc[r][2i+1]);
+// 8 floats d.
+constexpr size_t kQ6KPanelBlock = 2048 + 512 + 256 + 32;
+void pack_q6_K(uint8_t* dst, const uint8_t* W, size_t wrow, int rows, int64_t nb) {
+    alignas(32) uint8_t vals[PN][QK_K];
+    const uint8_t* src[PN];
+    for (int r = 0; r < PN; ++r) src[r] = vals[r];
+    for (int64_t b = 0; b < nb; ++b, dst += kQ6KPanelBlock) {
+        int16_t* sc = reinterpret_cast<int16_t*>(dst + 2048);
+        int16_t* cs = reinterpret_cast<int16_t*>(dst + 2048 + 512);
+        float* d = reinterpret_cast<float*>(dst + 2048 + 512 + 256);
+        for (int r = 0; r < PN; ++r) {
+            if (r < rows) {
+                const block_q6_K& blk = reinterpret_cast<const block_q6_K*>(W + r * wrow)[b];
+                for (int n = 0; n < QK_K; n += 128) {
+                    const uint8_t* ql = blk.ql + n / 2;
+                    const uint8_t* qh = blk.qh + n / 4;
+                    for (int l = 0; l < 32; ++l) {
+                        vals[r][n + l] = (ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4);
+                        vals[r][n + l + 32] = (ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4);
+                        vals[r][n + l + 64] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
+                        vals[r][n + l + 96] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
+                    }
+                }
+                for (int sb = 0; sb < 16; ++sb) {
+                    sc[sb * 16 + 2 * r] = sc[sb * 16 + 2 * r + 1] = blk.scales[sb];
+                    cs[(sb / 2) * 16 + 2 * r + (sb % 2)] = blk.scales[sb];
+                }
+                d[r] = fp16_to_fp32(blk.d);
+            } else {
+                std::memset(vals[r], 0, QK_K);
+                for (int sb = 0; sb < 16; ++sb) {
+                    sc[sb * 16 + 2 * r] = sc[sb * 16 + 2 * r + 1] = 0;
+                    cs[(sb / 2) * 16 + 2 * r + (sb % 2)] = 0;
+                }
+                d[r] = 0;
+            }
+        }
+        interleave8x4(dst, src, 64);
+    }
+}
+
+template <int MR>
+void kernel_q6_K(const uint8_t* panel, const block_q8_K* const* a, const int16_t* const*, int64_t nb, __m256* acc) {
+    for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; ++b, panel += kQ6KPanelBlock) {
+        __m256i s32[MR];
+        for (int m = 0; m < MR; ++m) {
+            // -32 * sum_sb sc[sb] * bsum[sb]
+            __m256i c = _mm256_setzero_si256();
+            for (int i = 0; i < 8; ++i)
+                c = _mm256_add_epi32(
+                    c, _mm256_madd_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(panel + 2048 + 512 + 32 * i)),
+                                         bcast32(a[m][b].bsums + 2 * i)));
+            s32[m] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(c, 5));
+        }
+        for (int sb = 0; sb < 16; ++sb) {
+            const __m256i sv = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + 2048 + 32 * sb));
+            const uint8_t* pq = panel + 128 * sb;  // 4 k-steps of 32 bytes per sub-block of 16
+            for (int h = 0; h < 2; ++h) {          // int16 sums of 2 k-steps stay below 2^15
+                const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(pq + 64 * h));
+                const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(pq + 64 * h + 32));
+                for (int m = 0; m < MR; ++m) {
+                    const int8_t* aq = a[m][b].qs + 16 * sb + 8 * h;
+                    const __m256i p =
+                        _mm256_add_epi16(_mm256_maddubs_epi16(w0, bcast32(aq)), _mm256_maddubs_epi16(w1, bcast32(aq + 4)));
+                    s32[m] = _mm256_add_epi32(s32[m], _mm256_madd_epi16(p, sv));
+                }
+            }
+        }
+        const __m256 dw = _mm256_load_ps(reinterpret_cast<const float*>(panel + 2048 + 512 + 256));
+        for (int m = 0; m < MR; ++m)
+            acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[m]), _mm256_mul_ps(dw, _mm256_set1_ps(a[m][b].d)), acc[m]);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Drivers
+
+inline void store_row(float* y, __m256 v, const float* bias, int cols) {
+    if (bias) {
+        alignas(32) float b[8] = {};
+        std::memcpy(b, bias, cols * sizeof(float));
+        v = _mm256_add_ps(v, _mm256_load_ps(b));
+    }
+    if (cols == 8) {
+        _mm256_storeu_ps(y, v);
+    } else {
+        alignas(32) float t[8];
+        _mm256_store_ps(t, v);
+        std::memcpy(y, t, cols * sizeof(float));
+    }
+}
+
+template <typename ABlock, typename Extra>
+struct QuantGemm {
+    void (*pack)(uint8_t*, const uint8_t*, size_t, int, int64_t);
+    size_t panel_block_bytes;
+    void (*k1)(const uint8_t*, const ABlock* const*, const Extra* const*, int64_t, __m256*);
+    void (*k2)(const uint8_t*, const ABlock* const*, const Extra* const*, int64_t, __m256*);
+    void (*k3)(const uint8_t*, const ABlock* const*, const Extra* const*, int64_t, __m256*);
+    void (*k4)(const uint8_t*, const ABlock* const*, const Extra* const*, int64_t, __m256*);
+};
+
+template <typename ABlock, typename Extra>
+void gemm_quant(const QuantGemm<ABlock, Extra>& G, float* y, const Tensor& W, const float* bias, int64_t M,
+                const ABlock* act, size_t act_row_blocks, const Extra* extra, size_t extra_row, int64_t nb,
+                ThreadPool& pool) {
+    const int64_t N = W.rows();
+    const size_t wrow = W.row_bytes();
+    const uint8_t* Wd = static_cast<const uint8_t*>(W.data);
+    const int64_t n_panels = (N + PN - 1) / PN;
+    pool.parallel_for(n_panels, [&](int64_t p0, int64_t p1, int) {
+        uint8_t* panel = align64(grow(scratch().panel, G.panel_block_bytes * nb + 64));
+        for (int64_t p = p0; p < p1; ++p) {
+            const int64_t n0 = p * PN;
+            const int rows = static_cast<int>(std::min<int64_t>(PN, N - n0));
+            G.pack(panel, Wd + n0 * wrow, wrow, rows, nb);
+            for (int64_t m0 = 0; m0 < M; m0 += MRQ) {
+                const int mr = static_cast<int>(std::min<int64_t>(MRQ, M - m0));
+                const ABlock* a[MRQ];
+                const Extra* e[MRQ];
+                for (int i = 0; i < mr; ++i) {
+                    a[i] = act + (m0 + i) * act_row_blocks;
+                    e[i] = extra ? extra + (m0 + i) * extra_row : nullptr;
+                }
+                __m256 acc[MRQ];
+                switch (mr) {
+                    case 1: G.k1(panel, a, e, nb, acc); break;
+                    case 2: G.k2(panel, a, e, nb, acc); break;
+                    case 3: G.k3(panel, a, e, nb, acc); break;
+                    default: G.k4(panel, a, e, nb, acc); break;
+                }
+                for (int i = 0; i < mr; ++i) store_row(y + (m0 + i) * N + n0, acc[i], bias ? bias + n0 : nullptr, rows);
+            }
+        }
+    });
+}
+
+// GEMV over all N for M <= 4 rows (quantized): dot(w_row, a_m) per row.
+template <typename WBlock, typename ABlock>
+void gemv_quant(void (*d1)(const WBlock*, const ABlock* const*, int64_t, float*),
+                void (*d2)(const WBlock*, const ABlock* const*, int64_t, float*),
+                void (*d3)(const WBlock*, const ABlock* const*, int64_t, float*),
+                void (*d4)(const WBlock*, const ABlock* const*, int64_t, float*), float* y, const Tensor& W,
+                const float* bias, int64_t M, const ABlock* act, int64_t nb, ThreadPool& pool) {
+    const int64_t N = W.rows();
+    pool.parallel_for(
+        N,
+        [&](int64_t n0, int64_t n1, int) {
+            for (int64_t m0 = 0; m0 < M; m0 += 4) {
+                const int mr = static_cast<int>(std::min<int64_t>(4, M - m0));
+                const ABlock* a[4];
+                for (int i = 0; i < mr; ++i) a[i] = act + (m0 + i) * nb;
+                for (int64_t n = n0; n < n1; ++n) {
+                    const WBlock* w = reinterpret_cast<const WBlock*>(W.row(n));
+                    float out[4];
+                    switch (mr) {
+                        case 1: d1(w, a, nb, out); break;
+                        case 2: d2(w, a, nb, out); break;
+                        case 3: d3(w, a, nb, out); break;
+                        default: d4(w, a, nb, out); break;
+                    }
+                    for (int i = 0; i < mr; ++i) y[(m0 + i) * N + n] = out[i] + (bias ? bias[n] : 0.0f);
+                }
+            }
+        },
+        16);
+}
+
+// ---- float weights
+
+constexpr int PNF = 16;  // weight rows per float panel
+constexpr int MRF = 6;   // activation rows per float micro-kernel
+constexpr int KCF = 256; // k block of the float GEMM
+
+// panel[k][16] floats for k in [k0, k0 + kc), rows past N zero.
+template <DType T>
+void pack_float(float* dst, const uint8_t* W, size_t wrow, int rows, int64_t k0, int64_t kc) {
+    for (int r = 0; r < PNF; ++r) {
+        if (r < rows) {
+            const uint8_t* w = W + r * wrow;
+            for (int64_t k = 0; k < kc; ++k) dst[k * PNF + r] = w_at<T>(w, k0 + k);
+        } else {
+            for (int64_t k = 0; k < kc; ++k) dst[k * PNF + r] = 0;
+        }
+    }
+}
+
+// acc[m][0..1] (+)= sum_k x[m][k] * panel[k][0..15]
+template <int MR>
+void kernel_float(const float* panel, const float* x, int64_t ldx, int64_t kc, float* y, int64_t ldy, int cols,
+                  bool accumulate, const float* bias) {
+    __m256 acc[MR][2];
+    for (int m = 0; m < MR; ++m) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < kc; ++k) {
+        const __m256 w0 = _mm256_load_ps(panel + k * PNF), w1 = _mm256_load_ps(panel + k * PNF + 8);
+        for (int m = 0; m < MR; ++m) {
+            const __m256 xv = _mm256_broadcast_ss(x + m * ldx + k);
+            acc[m][0] = _mm256_fmadd_ps(xv, w0, acc[m][0]);
+            acc[m][1] = _mm256_fmadd_ps(xv, w1, acc[m][1]);
+        }
+    }
+    for (int m = 0; m < MR; ++m) {
+        float* ym = y + m * ldy;
+        if (cols == PNF) {
+            __m256 v0 = acc[m][0], v1 = acc[m][1];
+            if (accumulate) {
+                v0 = _mm256_add_ps(v0, _mm256_loadu_ps(ym));
+                v1 = _mm256_add_ps(v1, _mm256_loadu_ps(ym + 8));
+            } else if (bias) {
+                v0 = _mm256_add_ps(v0, _mm256_loadu_ps(bias));
+                v1 = _mm256_add_ps(v1, _mm256_loadu_ps(bias + 8));
+            }
+            _mm256_storeu_ps(ym, v0);
+            _mm256_storeu_ps(ym + 8, v1);
+        } else {
+            alignas(32) float t[16];
+            _mm256_store_ps(t, acc[m][0]);
+            _mm256_store_ps(t + 8, acc[m][1]);
+            for (int c = 0; c < cols; ++c) ym[c] = accumulate ? ym[c] + t[c] : t[c] + (bias ? bias[c] : 0.0f);
+        }
+    }
+}
+
+template <DType T>
+void matmul_float(float* y, const float* x, const Tensor& W, const float* bias, int64_t M, ThreadPool& pool) {
+    const int64_t N = W.rows(), K = W.cols();
+    const size_t wrow = W.row_bytes();
+    const uint8_t* Wd = static_cast<const uint8_t*>(W.data);
+    if (M <= 2) {  // GEMV: stream the weights once, 4 rows at a time
+        pool.parallel_for(
+            N,
+            [&](int64_t n0, int64_t n1, int) {
+                for (int64_t m = 0; m < M; ++m) {
+                    int64_t n = n0;
+                    for (; n + 4 <= n1; n += 4) dot_float_rows<T, 4>(Wd + n * wrow, wrow, x + m * K, K, y + m * N + n, 1);
+                    for (; n < n1; ++n) dot_float_rows<T, 1>(Wd + n * wrow, wrow, x + m * K, K, y + m * N + n, 1);
+                    if (bias)
+                        for (int64_t i = n0; i < n1; ++i) y[m * N + i] += bias[i];
+                }
+            },
+            16);
+        return;
+    }
+    const int64_t n_panels = (N + PNF - 1) / PNF;
+    pool.parallel_for(n_panels, [&](int64_t p0, int64_t p1, int) {
+        float* panel = reinterpret_cast<float*>(align64(grow(scratch().panel, KCF * PNF * sizeof(float) + 64)));
+        for (int64_t p = p0; p < p1; ++p) {
+            const int64_t n0 = p * PNF;
+            const int cols = static_cast<int>(std::min<int64_t>(PNF, N - n0));
+            for (int64_t k0 = 0; k0 < K; k0 += KCF) {
+                const int64_t kc = std::min<int64_t>(KCF, K - k0);
+                pack_float<T>(panel, Wd + n0 * wrow, wrow, cols, k0, kc);
+                const bool accum = k0 > 0;
+                const float* b = bias ? bias + n0 : nullptr;
+                int64_t m0 = 0;
+                for (; m0 + MRF <= M; m0 += MRF)
+                    kernel_float<MRF>(panel, x + m0 * K + k0, K, kc, y + m0 * N + n0, N, cols, accum, b);
+                float* ym = y + m0 * N + n0;
+                const float* xm = x + m0 * K + k0;
+                switch (M - m0) {
+                    case 1: kernel_float<1>(panel, xm, K, kc, ym, N, cols, accum, b); break;
+                    case 2: kernel_float<2>(panel, xm, K, kc, ym, N, cols, accum, b); break;
+                    case 3: kernel_float<3>(panel, xm, K, kc, ym, N, cols, accum, b); break;
+                    case 4: kernel_float<4>(panel, xm, K, kc, ym, N, cols, accum, b); break;
+                    case 5: kernel_float<5>(panel, xm, K, kc, ym, N, cols, accum, b); break;
+                    default: break;
+                }
+            }
+        }
+    });
+}
+
+const QuantGemm<block_q8_0, int32_t> kGemmQ4_0 = {pack_q4_0, kQ40PanelBlock, kernel_q4_0<1>, kernel_q4_0<2>,
+                                                  kernel_q4_0<3>, kernel_q4_0<4>};
+const QuantGemm<block_q8_0, int32_t> kGemmQ8_0 = {pack_q8_0, kQ80PanelBlock, kernel_q8_0<1>, kernel_q8_0<2>,
+                                                  kernel_q8_0<3>, kernel_q8_0<4>};
+const QuantGemm<block_q8_K, int16_t> kGemmQ4_K = {pack_q4_K, kQ4KPanelBlock, kernel_q4_K<1>, kernel_q4_K<2>,
+                                                  kernel_q4_K<3>, kernel_q4_K<4>};
+const QuantGemm<block_q8_K, int16_t> kGemmQ6_K = {pack_q6_K, kQ6KPanelBlock, kernel_q6_K<1>, kernel_q6_K<2>,
+                                                  kernel_q6_K<3>, kernel_q6_K<4>};
+
+constexpr int64_t kGemvMaxRows = 4;  // M above this takes the packed GEMM path
+
+}  // namespace
+
+void quantize_act(DType type, const float* x, void* y, int64_t n) {
+    HG_CHECK(type == DType::Q8_0 || type == DType::Q8_K, "quantize_act: %s is not an activation type", dtype_name(type));
+    if (type == DType::Q8_0) quantize_q8_0(x, static_cast<block_q8_0*>(y), n, nullptr);
+    else quantize_q8_K(x, static_cast<block_q8_K*>(y), n);
+}
+
+void matmul(float* y, const float* x, const Tensor& W, const float* bias, int64_t M, ThreadPool& pool) {
+    const int64_t K = W.cols();
+    HG_CHECK(row_bytes(W.type, K) == W.row_bytes(), "matmul: weight %s is not packed", W.shape_str().c_str());
+    if (M <= 0 || W.rows() == 0) return;
+    switch (W.type) {
+        case DType::F32: return matmul_float<DType::F32>(y, x, W, bias, M, pool);
+        case DType::F16: return matmul_float<DType::F16>(y, x, W, bias, M, pool);
+        case DType::BF16: return matmul_float<DType::BF16>(y, x, W, bias, M, pool);
+        default: break;
+    }
+    const DType at = vec_dot_type(W.type);
+    const size_t arow = row_bytes(at, K);
+    Scratch& S = scratch();
+    uint8_t* act = align64(grow(S.act, M * arow + 64));
+    const int64_t nb = K / dtype_info(W.type).block_size;
+    const bool gemm = M > kGemvMaxRows;
+    if (at == DType::Q8_0) {
+        auto* aq = reinterpret_cast<block_q8_0*>(act);
+        int32_t* sums = gemm ? grow(S.sums, M * nb) : nullptr;
+        pool.parallel_for(M, [&](int64_t m0, int64_t m1, int) {
+            for (int64_t m = m0; m < m1; ++m) quantize_q8_0(x + m * K, aq + m * nb, K, sums ? sums + m * nb : nullptr);
+        });
+        if (W.type == DType::Q4_0) {
+            if (gemm) gemm_quant(kGemmQ4_0, y, W, bias, M, aq, nb, sums, nb, nb, pool);
+            else gemv_quant<block_q4_0, block_q8_0>(dot_q4_0<1>, dot_q4_0<2>, dot_q4_0<3>, dot_q4_0<4>, y, W, bias, M, aq, nb, pool);
+        } else {
+            if (gemm) gemm_quant(kGemmQ8_0, y, W, bias, M, aq, nb, sums, nb, nb, pool);
+            else gemv_quant<block_q8_0, block_q8_0>(dot_q8_0<1>, dot_q8_0<2>, dot_q8_0<3>, dot_q8_0<4>, y, W, bias, M, aq, nb, pool);
+        }
+        return;
+    }
+    auto* aq = reinterpret_cast<block_q8_K*>(act);
+    int16_t* a32 = nullptr;
+    if (gemm && W.type == DType::Q4_K) a32 = reinterpret_cast<int16_t*>(grow(S.sums, (M * nb * 8 + 1) / 2));
+    pool.parallel_for(M, [&](int64_t m0, int64_t m1, int) {
+        for (int64_t m = m0; m < m1; ++m) {
+            quantize_q8_K(x + m * K, aq + m * nb, K);
+            if (a32)
+                for (int64_t b = 0; b < nb; ++b)
+                    for (int i = 0; i < 8; ++i)
+                        a32[(m * nb + b) * 8 + i] =
+                            static_cast<int16_t>(aq[m * nb + b].bsums[2 * i] + aq[m * nb + b].bsums[2 * i + 1]);
+        }
+    });
+    if (W.type == DType::Q4_K) {
+        if (gemm) gemm_quant(kGemmQ4_K, y, W, bias, M, aq, nb, a32, nb * 8, nb, pool);
+        else gemv_quant<block_q4_K, block_q8_K>(dot_q4_K<1>, dot_q4_K<2>, dot_q4_K<3>, dot_q4_K<4>, y, W, bias, M, aq, nb, pool);
+    } else {
+        if (gemm) gemm_quant(kGemmQ6_K, y, W, bias, M, aq, nb, (const int16_t*)nullptr, 0, nb, pool);
+        else gemv_quant<block_q6_K, block_q8_K>(dot_q6_K<1>, dot_q6_K<2>, dot_q6_K<3>, dot_q6_K<4>, y, W, bias, M, aq, nb, pool);
+    }
+}
+
+}  // namespace hg::avx2
