@@ -1,6 +1,6 @@
 // AVX2 row-wise and elementwise ops, and the AVX2 kernel table.
 // Semantics are the reference's (kernels_ref.cpp); the differences are float summation order
-// (sums of squares etc. are taken in float in chunks of 1024 and the chunks added in double)
+// (sums of squares etc. are taken in double over float terms, 8 lanes)
 // and the vector exp/tanh/erf of simd_avx2.h. rope and add/mul/scale are bit-identical to the
 // reference.
 #include <cmath>
@@ -38,22 +38,21 @@ __m256 erf_ps(__m256 x) {
 
 namespace {
 
-// Sum of f(x[i]) for i < n: float vector partial sums over chunks of 1024, chunks added in double.
+// Sum of f(x[i]) for i < n, with f evaluated in float and the sum taken in double (4 + 4 lanes):
+// the mean of a large group (groupnorm over 1M values) stays as accurate as the reference's.
 template <typename F>
 double chunked_sum(const float* x, int64_t n, F f) {
-    double total = 0;
-    for (int64_t c = 0; c < n; c += 1024) {
-        const int64_t e = std::min<int64_t>(n, c + 1024);
-        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-        int64_t i = c;
-        for (; i + 16 <= e; i += 16) {
-            a0 = _mm256_add_ps(a0, f(_mm256_loadu_ps(x + i)));
-            a1 = _mm256_add_ps(a1, f(_mm256_loadu_ps(x + i + 8)));
-        }
-        float s = hsum(_mm256_add_ps(a0, a1));
-        for (; i < e; ++i) s += _mm256_cvtss_f32(f(_mm256_set1_ps(x[i])));
-        total += s;
+    __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = f(_mm256_loadu_ps(x + i));
+        a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+        a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
     }
+    alignas(32) double t[4];
+    _mm256_store_pd(t, _mm256_add_pd(a0, a1));
+    double total = (t[0] + t[1]) + (t[2] + t[3]);
+    for (; i < n; ++i) total += _mm256_cvtss_f32(f(_mm256_set1_ps(x[i])));
     return total;
 }
 
@@ -78,8 +77,10 @@ void layernorm(float* y, const float* x, const float* w, const float* b, int64_t
     for (int64_t m = 0; m < M; ++m) {
         const float* xm = x + m * N;
         float* ym = y + m * N;
-        const float mean = (float)(chunked_sum(xm, N, [](__m256 v) { return v; }) / N);
-        const __m256 vm = _mm256_set1_ps(mean);
+        // the mean as a float pair (hi + lo): x - hi - lo keeps the double-precision centring
+        const double mean_d = chunked_sum(xm, N, [](__m256 v) { return v; }) / N;
+        const float mean = (float)mean_d, mean_lo = (float)(mean_d - mean);
+        const __m256 vm = _mm256_set1_ps(mean), vml = _mm256_set1_ps(mean_lo);
         const double var = chunked_sum(xm, N, [vm](__m256 v) {
                                const __m256 d = _mm256_sub_ps(v, vm);
                                return _mm256_mul_ps(d, d);
@@ -88,12 +89,12 @@ void layernorm(float* y, const float* x, const float* w, const float* b, int64_t
         const __m256 vr = _mm256_set1_ps(r);
         int64_t i = 0;
         for (; i + 8 <= N; i += 8) {
-            __m256 v = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xm + i), vm), vr);
+            __m256 v = _mm256_mul_ps(_mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(xm + i), vm), vml), vr);
             if (w) v = _mm256_mul_ps(v, _mm256_loadu_ps(w + i));
             if (b) v = _mm256_add_ps(v, _mm256_loadu_ps(b + i));
             _mm256_storeu_ps(ym + i, v);
         }
-        for (; i < N; ++i) ym[i] = ((xm[i] - mean) * r) * (w ? w[i] : 1.0f) + (b ? b[i] : 0.0f);
+        for (; i < N; ++i) ym[i] = (((xm[i] - mean) - mean_lo) * r) * (w ? w[i] : 1.0f) + (b ? b[i] : 0.0f);
     }
 }
 
@@ -139,8 +140,8 @@ void groupnorm(float* y, const float* x, const float* w, const float* b, int64_t
         const float* xg = x + g * cg * HW;
         const int64_t n = cg * HW;
         const double mean_d = chunked_sum(xg, n, [](__m256 v) { return v; }) / n;
-        const float mean = (float)mean_d;
-        const __m256 vm = _mm256_set1_ps(mean);
+        const float mean = (float)mean_d, mean_lo = (float)(mean_d - mean);
+        const __m256 vm = _mm256_set1_ps(mean), vml = _mm256_set1_ps(mean_lo);
         const double var = chunked_sum(xg, n, [vm](__m256 v) {
                                const __m256 d = _mm256_sub_ps(v, vm);
                                return _mm256_mul_ps(d, d);
@@ -153,15 +154,16 @@ void groupnorm(float* y, const float* x, const float* w, const float* b, int64_t
             float* yc = y + c * HW;
             int64_t i = 0;
             for (; i + 8 <= HW; i += 8)
-                _mm256_storeu_ps(yc + i, _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xc + i), vm), vr), vw), vb));
-            for (; i < HW; ++i) yc[i] = ((xc[i] - mean) * r) * wc + bc;
+                _mm256_storeu_ps(yc + i, _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(xc + i), vm), vml), vr), vw), vb));
+            for (; i < HW; ++i) yc[i] = (((xc[i] - mean) - mean_lo) * r) * wc + bc;
         }
     }
 }
 
 // cos/sin exactly as the reference (scalar libm on the float angle), rotation vectorised;
-// the products are not fused, so the result is bit-identical to the reference.
-void rope(float* x, int64_t n_tok, size_t stride, int n_head, int head_dim, int n_rot, const int32_t* pos, float theta,
+// the products are not fused (contraction off for this function: GCC would otherwise fuse the
+// mul/sub intrinsics into FMAs), so the result is bit-identical to the reference.
+__attribute__((optimize("fp-contract=off"))) void rope(float* x, int64_t n_tok, size_t stride, int n_head, int head_dim, int n_rot, const int32_t* pos, float theta,
           RopeMode mode) {
     const int half = n_rot / 2;
     std::vector<float> inv_freq(half), c(half), s(half);
