@@ -145,10 +145,13 @@ float make_qx_quants_rmse1(int n, int nmax, const float* x, int8_t* L) {
     return scale;
 }
 
-// C's roundf (ties away from zero), clamped so the int8 conversion is always defined.
-inline int8_t round_to_i8(float v) {
-    const float r = std::round(v);
-    return static_cast<int8_t>(r > 127.0f ? 127.0f : r < -128.0f ? -128.0f : r);
+// ggml's float -> int8_t conversion as x86-64 compilers emit it (cvttss2si, then the low byte):
+// truncation toward zero, and 0 where the value does not fit in int32 (the "integer indefinite"
+// 0x80000000 has a zero low byte). Only reachable for finite input when a block's scale is
+// subnormal (1/d overflows to inf); gguf-py's numpy casts give the same bytes.
+inline int8_t f32_to_i8_x86(float v) {
+    if (!(std::fabs(v) < 2147483648.0f)) return 0;
+    return static_cast<int8_t>(static_cast<uint8_t>(static_cast<uint32_t>(static_cast<int32_t>(v)) & 0xFF));
 }
 
 }  // namespace
@@ -167,9 +170,9 @@ void quantize_row_q4_0(const float* x, block_q4_0* y, int64_t n) {
         y[b].d = fp32_to_fp16(d);
         for (int j = 0; j < QK4_0 / 2; ++j) {
             const float v0 = x[j] * id + 8.5f, v1 = x[j + QK4_0 / 2] * id + 8.5f;
-            // trunc to int8 as ggml does; v is in [0, 16.5] for finite input
-            const int q0 = std::min(15, (int)(int8_t)std::max(-128.0f, std::min(127.0f, v0)));
-            const int q1 = std::min(15, (int)(int8_t)std::max(-128.0f, std::min(127.0f, v1)));
+            // trunc to int8 as ggml does; v is in [0, 16.5] unless the scale is subnormal
+            const int q0 = std::min(15, (int)f32_to_i8_x86(v0));
+            const int q1 = std::min(15, (int)f32_to_i8_x86(v1));
             y[b].qs[j] = static_cast<uint8_t>((q0 & 0xF) | (q1 << 4));
         }
     }
@@ -183,7 +186,7 @@ void quantize_row_q8_0(const float* x, block_q8_0* y, int64_t n) {
         const float d = amax / 127;
         const float id = d ? 1.0f / d : 0.0f;
         y[b].d = fp32_to_fp16(d);
-        for (int j = 0; j < QK8_0; ++j) y[b].qs[j] = round_to_i8(x[j] * id);
+        for (int j = 0; j < QK8_0; ++j) y[b].qs[j] = f32_to_i8_x86(std::round(x[j] * id));
     }
 }
 

@@ -207,8 +207,10 @@ TEST(MatmulConformance, ActivationQuantizationIsBitIdentical) {
     CONF_FOR_EACH_TABLE(T) {
         for (DType t : {DType::Q8_0, DType::Q8_K}) {
             for (int64_t n : {256, 512, 3072}) {
-                for (int variant = 0; variant < 5; ++variant) {
-                    std::vector<float> x = conf::randn(n, 31 + variant + (int)n, variant == 1 ? 1e-20f : 1.0f);
+                for (int variant = 0; variant < 6; ++variant) {
+                    // variant 5: float32 subnormals (the block scale's inverse overflows)
+                    std::vector<float> x = conf::randn(n, 31 + variant + (int)n,
+                                                       variant == 1 ? 1e-20f : variant == 5 ? 1e-40f : 1.0f);
                     if (variant == 2) std::fill(x.begin(), x.begin() + 256, 0.0f);  // an all-zero block
                     if (variant == 3)  // ties: amax 127 gives scale 1, x.5 values round away (Q8_0) / to even (Q8_K)
                         for (int64_t i = 0; i < n; ++i) x[i] = i % 32 == 0 ? -127.0f : (float)((int)(i % 21) - 10) + 0.5f;

@@ -32,10 +32,19 @@ OUT = os.path.join(HERE, "..", "fixtures", "quants")
 
 BLOCK = {"F16": 1, "BF16": 1, "Q4_0": 32, "Q8_0": 32, "Q4_K": 256, "Q6_K": 256, "Q8_K": 256}
 BYTES = {"F16": 2, "BF16": 2, "Q4_0": 18, "Q8_0": 34, "Q4_K": 144, "Q6_K": 210, "Q8_K": 292}
+LLAMA_CPP_PYTHON = "0.3.16"  # the pin in requirements.txt (ggml source of the oracle)
 GGML_ID = {"F16": 1, "Q4_0": 2, "Q8_0": 8, "Q4_K": 12, "Q6_K": 14, "Q8_K": 15, "BF16": 30}
 
 
 def find_ggml_base():
+    if os.environ.get("GGML_BASE_LIB"):  # a libggml-base.so built from llama-cpp-python's sdist
+        return os.environ["GGML_BASE_LIB"]
+    try:
+        v = importlib.metadata.version("llama_cpp_python")
+    except importlib.metadata.PackageNotFoundError:
+        sys.exit("llama-cpp-python is not installed: pip install -r requirements.txt")
+    if v != LLAMA_CPP_PYTHON:
+        sys.exit(f"llama-cpp-python {v} installed, {LLAMA_CPP_PYTHON} expected (requirements.txt)")
     import site
     for sp in site.getsitepackages():
         hits = glob.glob(os.path.join(sp, "llama_cpp", "lib", "libggml-base.so"))
@@ -71,7 +80,7 @@ def ggml_quantize(name, x):
 def ggml_dequantize(name, q, n):
     buf = np.frombuffer(q, dtype=np.uint8).copy()
     y = np.zeros(n, dtype=np.float32)
-    getattr(ggml, "dequantize_row_" + name.lower())(buf.ctypes.data, y.ctypes.data, n)
+    getattr(ggml, "dequantize_row_" + name[:-1].lower() + name[-1])(buf.ctypes.data, y.ctypes.data, n)
     return y
 
 
@@ -139,7 +148,7 @@ def main():
     for p in glob.glob(os.path.join(OUT, "*")):
         os.remove(p)
     manifest = {"generator": "tests/reference/gen_quants.py", "gguf": importlib.metadata.version("gguf"),
-                "llama_cpp_python": importlib.metadata.version("llama_cpp_python"),
+                "llama_cpp_python": LLAMA_CPP_PYTHON,
                 "cases": []}
     for name, x in cases().items():
         n = x.size

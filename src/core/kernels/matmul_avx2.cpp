@@ -16,6 +16,7 @@
 // Activations are quantized once per call (bit-identical to quantize_row_q8_0/_q8_K) into
 // thread-local buffers that only grow, so steady-state calls do not allocate.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -59,6 +60,14 @@ void quantize_q8_0(const float* x, block_q8_0* y, int64_t n, int32_t* sums) {
         }
         const float d = hmax(amax) / 127;
         const float id = d ? 1.0f / d : 0.0f;
+        if (!(id <= 3.0e38f)) {  // subnormal scale: 1/d overflows; the scalar code has the exact semantics
+            quantize_row_q8_0(x, &y[b], 32);
+            if (sums) {
+                sums[b] = 0;
+                for (int j = 0; j < 32; ++j) sums[b] += y[b].qs[j];
+            }
+            continue;
+        }
         y[b].d = fp32_to_fp16(d);
         const __m256 vid = _mm256_set1_ps(id);
         __m256i q[4];
@@ -95,6 +104,10 @@ void quantize_q8_K(const float* x, block_q8_K* y, int64_t n) {
             }
         }
         const float iscale = -127.0f / x[first];
+        if (!(std::fabs(iscale) <= 1.0e30f)) {  // subnormal max: the scalar code has the exact semantics
+            quantize_row_q8_K(x, &out, QK_K);
+            continue;
+        }
         const __m256 vs = _mm256_set1_ps(iscale);
         const __m256i max127 = _mm256_set1_epi32(127);
         for (int j = 0; j < QK_K; j += 32) {
