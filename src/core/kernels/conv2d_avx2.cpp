@@ -44,6 +44,7 @@ void conv_tile(const float* panel, const float* pad, int64_t ci0, int64_t ci1, i
             for (int kx = 0; kx < KW; ++kx, w += CO) {
                 const float* src = row + (kx % s) * Wq + ox0 + kx / s;
                 const __m256 x0 = _mm256_loadu_ps(src), x1 = _mm256_loadu_ps(src + 8);
+                HG_UNROLL
                 for (int r = 0; r < CO; ++r) {
                     const __m256 wv = _mm256_broadcast_ss(w + r);
                     acc[r][0] = _mm256_fmadd_ps(wv, x0, acc[r][0]);
@@ -99,6 +100,7 @@ void conv2d(float* out, const float* in, int64_t Cin, int64_t H, int64_t W, cons
         std::vector<float> wr(kdim);
         for (int64_t cob = c0; cob < c1; ++cob) {
             float* p = panels + cob * kdim * CO;
+            HG_UNROLL
             for (int r = 0; r < CO; ++r) {
                 const int64_t co = cob * CO + r;
                 if (co < Cout) dequantize_row(weight.type, static_cast<const uint8_t*>(weight.data) + co * wrow, wr.data(), kdim);
@@ -120,6 +122,7 @@ void conv2d(float* out, const float* in, int64_t Cin, int64_t H, int64_t W, cons
                     const int64_t ox0 = t * PX;
                     const int cols = static_cast<int>(std::min<int64_t>(PX, Wo - ox0));
                     __m256 acc[CO][2];
+                    HG_UNROLL
                     for (int r = 0; r < CO; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
                     conv_tile(panel, pad, ci0, ci1, KH, KW, s, Hp, Wq, oy * s, ox0, acc);
                     for (int r = 0; r < rows; ++r) {

@@ -54,6 +54,7 @@ void quantize_q8_0(const float* x, block_q8_0* y, int64_t n, int32_t* sums) {
     for (int64_t b = 0; b < n / 32; ++b, x += 32) {
         __m256 v[4];
         __m256 amax = _mm256_setzero_ps();
+        HG_UNROLL
         for (int j = 0; j < 4; ++j) {
             v[j] = _mm256_loadu_ps(x + 8 * j);
             amax = _mm256_max_ps(amax, abs_ps(v[j]));
@@ -71,6 +72,7 @@ void quantize_q8_0(const float* x, block_q8_0* y, int64_t n, int32_t* sums) {
         y[b].d = fp32_to_fp16(d);
         const __m256 vid = _mm256_set1_ps(id);
         __m256i q[4];
+        HG_UNROLL
         for (int j = 0; j < 4; ++j) {
             const __m256 r = _mm256_min_ps(_mm256_max_ps(round_away(_mm256_mul_ps(v[j], vid)), _mm256_set1_ps(-128.0f)),
                                            _mm256_set1_ps(127.0f));
@@ -112,6 +114,7 @@ void quantize_q8_K(const float* x, block_q8_K* y, int64_t n) {
         const __m256i max127 = _mm256_set1_epi32(127);
         for (int j = 0; j < QK_K; j += 32) {
             __m256i q[4];
+            HG_UNROLL
             for (int i = 0; i < 4; ++i) {
                 const __m256 r = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + j + 8 * i), vs),
                                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -160,24 +163,28 @@ inline __m256i bcast32(const void* p) {
 template <int MR>
 void dot_q8_0(const block_q8_0* w, const block_q8_0* const* a, int64_t nb, float* out) {
     __m256 acc[MR];
+    HG_UNROLL
     for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps();
     const __m256i ones = _mm256_set1_epi16(1);
     for (int64_t b = 0; b < nb; ++b) {
         const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs));
         const __m256i wa = _mm256_sign_epi8(wq, wq);
         const float dw = _cvtsh_ss(w[b].d);
+        HG_UNROLL
         for (int m = 0; m < MR; ++m) {
             const __m256i aq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[m][b].qs));
             const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(aq, wq)), ones);
             acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * _cvtsh_ss(a[m][b].d)), acc[m]);
         }
     }
+    HG_UNROLL
     for (int m = 0; m < MR; ++m) out[m] = hsum(acc[m]);
 }
 
 template <int MR>
 void dot_q4_0(const block_q4_0* w, const block_q8_0* const* a, int64_t nb, float* out) {
     __m256 acc[MR];
+    HG_UNROLL
     for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps();
     const __m256i ones = _mm256_set1_epi16(1), lo4 = _mm256_set1_epi8(0xF), eight = _mm256_set1_epi8(8);
     for (int64_t b = 0; b < nb; ++b) {
@@ -186,12 +193,14 @@ void dot_q4_0(const block_q4_0* w, const block_q8_0* const* a, int64_t nb, float
         const __m256i wq = _mm256_sub_epi8(_mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), lo4), eight);
         const __m256i wa = _mm256_sign_epi8(wq, wq);
         const float dw = _cvtsh_ss(w[b].d);
+        HG_UNROLL
         for (int m = 0; m < MR; ++m) {
             const __m256i aq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[m][b].qs));
             const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(aq, wq)), ones);
             acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * _cvtsh_ss(a[m][b].d)), acc[m]);
         }
     }
+    HG_UNROLL
     for (int m = 0; m < MR; ++m) out[m] = hsum(acc[m]);
 }
 
@@ -210,6 +219,7 @@ inline __m128i q4_K_scales_mins(const uint8_t* s) {
 template <int MR>
 void dot_q4_K(const block_q4_K* w, const block_q8_K* const* a, int64_t nb, float* out) {
     float acc[MR];
+    HG_UNROLL
     for (int m = 0; m < MR; ++m) acc[m] = 0;
     const __m256i lo4 = _mm256_set1_epi8(0xF);
     for (int64_t b = 0; b < nb; ++b) {
@@ -219,12 +229,15 @@ void dot_q4_K(const block_q4_K* w, const block_q8_K* const* a, int64_t nb, float
         const __m128i mins16 = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(scm, scm));
         const float dw = _cvtsh_ss(w[b].d), dminw = _cvtsh_ss(w[b].dmin);
         __m256i isum[MR];
+        HG_UNROLL
         for (int m = 0; m < MR; ++m) isum[m] = _mm256_setzero_si256();
+        HG_UNROLL
         for (int j = 0; j < 4; ++j) {
             const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs + 32 * j));
             const __m256i ql = _mm256_and_si256(q, lo4), qh = _mm256_and_si256(_mm256_srli_epi16(q, 4), lo4);
             const __m256i s0 = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((int16_t)((4 * j + 1) << 8 | (4 * j))));
             const __m256i s1 = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((int16_t)((4 * j + 3) << 8 | (4 * j + 2))));
+            HG_UNROLL
             for (int m = 0; m < MR; ++m) {
                 const int8_t* aq = a[m][b].qs + 64 * j;
                 const __m256i p0 = _mm256_maddubs_epi16(ql, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq)));
@@ -232,6 +245,7 @@ void dot_q4_K(const block_q4_K* w, const block_q8_K* const* a, int64_t nb, float
                 isum[m] = _mm256_add_epi32(isum[m], _mm256_add_epi32(_mm256_madd_epi16(p0, s0), _mm256_madd_epi16(p1, s1)));
             }
         }
+        HG_UNROLL
         for (int m = 0; m < MR; ++m) {
             const block_q8_K& ab = a[m][b];
             // sums of 32 activations: pairs of the 16 bsums
@@ -246,24 +260,28 @@ void dot_q4_K(const block_q4_K* w, const block_q8_K* const* a, int64_t nb, float
             acc[m] += (dw * ab.d) * (float)hsum_i32(isum[m]) - (dminw * ab.d) * (float)msum;
         }
     }
+    HG_UNROLL
     for (int m = 0; m < MR; ++m) out[m] = acc[m];
 }
 
 template <int MR>
 void dot_q6_K(const block_q6_K* w, const block_q8_K* const* a, int64_t nb, float* out) {
     float acc[MR];
+    HG_UNROLL
     for (int m = 0; m < MR; ++m) acc[m] = 0;
     const __m256i lo4 = _mm256_set1_epi8(0xF), three = _mm256_set1_epi8(3);
     for (int64_t b = 0; b < nb; ++b) {
         const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].scales));
         const float dw = _cvtsh_ss(w[b].d);
         __m256i isum[MR];
+        HG_UNROLL
         for (int m = 0; m < MR; ++m) {
             // -32 * sum_sb scale[sb] * bsum[sb]
             const __m256i bs = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[m][b].bsums));
             isum[m] = _mm256_slli_epi32(_mm256_madd_epi16(bs, _mm256_cvtepi8_epi16(sc8)), 5);
             isum[m] = _mm256_sub_epi32(_mm256_setzero_si256(), isum[m]);
         }
+        HG_UNROLL
         for (int h = 0; h < 2; ++h) {  // two halves of 128 values
             const uint8_t* ql = w[b].ql + 64 * h;
             const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qh + 32 * h));
@@ -277,12 +295,14 @@ void dot_q6_K(const block_q6_K* w, const block_q8_K* const* a, int64_t nb, float
                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), three), 4));
             q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), lo4),
                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), three), 4));
+            HG_UNROLL
             for (int i = 0; i < 4; ++i) {
                 // scales of sub-blocks 8h + 2i (low 16 values) and 8h + 2i + 1 (high 16)
                 const int s0 = 8 * h + 2 * i;
                 const __m256i sv = _mm256_cvtepi8_epi16(
                     _mm_shuffle_epi8(sc8, _mm_setr_epi8(s0, s0, s0, s0, s0, s0, s0, s0, s0 + 1, s0 + 1, s0 + 1,
                                                         s0 + 1, s0 + 1, s0 + 1, s0 + 1, s0 + 1)));
+                HG_UNROLL
                 for (int m = 0; m < MR; ++m) {
                     const __m256i aq =
                         _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[m][b].qs + 128 * h + 32 * i));
@@ -290,8 +310,10 @@ void dot_q6_K(const block_q6_K* w, const block_q8_K* const* a, int64_t nb, float
                 }
             }
         }
+        HG_UNROLL
         for (int m = 0; m < MR; ++m) acc[m] += (dw * a[m][b].d) * (float)hsum_i32(isum[m]);
     }
+    HG_UNROLL
     for (int m = 0; m < MR; ++m) out[m] = acc[m];
 }
 
@@ -341,34 +363,49 @@ void dot_float_rows(const uint8_t* w, size_t wstride, const float* x, int64_t K,
 constexpr int PN = 8;   // weight rows per integer panel
 constexpr int MRQ = 4;  // activation rows per micro-kernel call
 
-// Interleaves 8 rows of 4*nsteps bytes (row r at src[r]) into dst.
-inline void interleave8x4(uint8_t* dst, const uint8_t* const* src, int nsteps) {
-    for (int s = 0; s < nsteps; ++s)
-        for (int r = 0; r < PN; ++r) std::memcpy(dst + 32 * s + 4 * r, src[r] + 4 * s, 4);
+// v[r] holds 8 groups of 4 bytes (8 k-steps) of weight row r; stores the 8 k-steps, each 32
+// bytes = the 4-byte groups of rows 0..7 (an 8x8 transpose of 32-bit elements).
+inline void store_transposed(uint8_t* dst, const __m256i v[PN]) {
+    const __m256i t0 = _mm256_unpacklo_epi32(v[0], v[1]), t1 = _mm256_unpackhi_epi32(v[0], v[1]);
+    const __m256i t2 = _mm256_unpacklo_epi32(v[2], v[3]), t3 = _mm256_unpackhi_epi32(v[2], v[3]);
+    const __m256i t4 = _mm256_unpacklo_epi32(v[4], v[5]), t5 = _mm256_unpackhi_epi32(v[4], v[5]);
+    const __m256i t6 = _mm256_unpacklo_epi32(v[6], v[7]), t7 = _mm256_unpackhi_epi32(v[6], v[7]);
+    const __m256i u0 = _mm256_unpacklo_epi64(t0, t2), u1 = _mm256_unpackhi_epi64(t0, t2);
+    const __m256i u2 = _mm256_unpacklo_epi64(t1, t3), u3 = _mm256_unpackhi_epi64(t1, t3);
+    const __m256i u4 = _mm256_unpacklo_epi64(t4, t6), u5 = _mm256_unpackhi_epi64(t4, t6);
+    const __m256i u6 = _mm256_unpacklo_epi64(t5, t7), u7 = _mm256_unpackhi_epi64(t5, t7);
+    __m256i* o = reinterpret_cast<__m256i*>(dst);
+    _mm256_store_si256(o + 0, _mm256_permute2x128_si256(u0, u4, 0x20));
+    _mm256_store_si256(o + 1, _mm256_permute2x128_si256(u1, u5, 0x20));
+    _mm256_store_si256(o + 2, _mm256_permute2x128_si256(u2, u6, 0x20));
+    _mm256_store_si256(o + 3, _mm256_permute2x128_si256(u3, u7, 0x20));
+    _mm256_store_si256(o + 4, _mm256_permute2x128_si256(u0, u4, 0x31));
+    _mm256_store_si256(o + 5, _mm256_permute2x128_si256(u1, u5, 0x31));
+    _mm256_store_si256(o + 6, _mm256_permute2x128_si256(u2, u6, 0x31));
+    _mm256_store_si256(o + 7, _mm256_permute2x128_si256(u3, u7, 0x31));
 }
 
-// ---- Q4_0: per block of 32: 256 bytes of q (0..15) + 8 floats d.
+inline __m256i loadu256(const void* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+
 constexpr size_t kQ40PanelBlock = 256 + 32;
 void pack_q4_0(uint8_t* dst, const uint8_t* W, size_t wrow, int rows, int64_t nb) {
-    uint8_t vals[PN][32];
-    const uint8_t* src[PN];
-    for (int r = 0; r < PN; ++r) src[r] = vals[r];
+    const __m128i lo4 = _mm_set1_epi8(0xF);
     for (int64_t b = 0; b < nb; ++b, dst += kQ40PanelBlock) {
         float* d = reinterpret_cast<float*>(dst + 256);
+        __m256i v[PN];
+        HG_UNROLL
         for (int r = 0; r < PN; ++r) {
             if (r < rows) {
                 const block_q4_0& blk = reinterpret_cast<const block_q4_0*>(W + r * wrow)[b];
-                for (int j = 0; j < 16; ++j) {
-                    vals[r][j] = blk.qs[j] & 0xF;
-                    vals[r][j + 16] = blk.qs[j] >> 4;
-                }
-                d[r] = fp16_to_fp32(blk.d);
+                const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.qs));
+                v[r] = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(q, 4), lo4), _mm_and_si128(q, lo4));
+                d[r] = _cvtsh_ss(blk.d);
             } else {
-                std::memset(vals[r], 0, 32);
+                v[r] = _mm256_setzero_si256();
                 d[r] = 0;
             }
         }
-        interleave8x4(dst, src, 8);
+        store_transposed(dst, v);
     }
 }
 
@@ -377,16 +414,21 @@ template <int MR>
 void kernel_q4_0(const uint8_t* panel, const block_q8_0* const* a, const int32_t* const* asum, int64_t nb,
                  __m256* acc) {
     const __m256i ones = _mm256_set1_epi16(1);
+    HG_UNROLL
     for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b, panel += kQ40PanelBlock) {
         __m256i s16[MR];
+        HG_UNROLL
         for (int m = 0; m < MR; ++m) s16[m] = _mm256_setzero_si256();
+        HG_UNROLL
         for (int s = 0; s < 8; ++s) {
             const __m256i wv = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + 32 * s));
+            HG_UNROLL
             for (int m = 0; m < MR; ++m)
                 s16[m] = _mm256_add_epi16(s16[m], _mm256_maddubs_epi16(wv, bcast32(a[m][b].qs + 4 * s)));
         }
         const __m256 dw = _mm256_load_ps(reinterpret_cast<const float*>(panel + 256));
+        HG_UNROLL
         for (int m = 0; m < MR; ++m) {
             // sum (q - 8) a = sum q a - 8 sum a, exact in int32
             const __m256i dot = _mm256_sub_epi32(_mm256_madd_epi16(s16[m], ones), _mm256_set1_epi32(8 * asum[m][b]));
@@ -399,42 +441,47 @@ void kernel_q4_0(const uint8_t* panel, const block_q8_0* const* a, const int32_t
 // ---- Q8_0: per block: 256 bytes |w|, 256 bytes w, 8 floats d.
 constexpr size_t kQ80PanelBlock = 512 + 32;
 void pack_q8_0(uint8_t* dst, const uint8_t* W, size_t wrow, int rows, int64_t nb) {
-    uint8_t vals[PN][32];
-    const uint8_t* src[PN];
-    for (int r = 0; r < PN; ++r) src[r] = vals[r];
     for (int64_t b = 0; b < nb; ++b, dst += kQ80PanelBlock) {
         float* d = reinterpret_cast<float*>(dst + 512);
+        __m256i v[PN], a[PN];
+        HG_UNROLL
         for (int r = 0; r < PN; ++r) {
             if (r < rows) {
                 const block_q8_0& blk = reinterpret_cast<const block_q8_0*>(W + r * wrow)[b];
-                std::memcpy(vals[r], blk.qs, 32);
-                d[r] = fp16_to_fp32(blk.d);
+                v[r] = loadu256(blk.qs);
+                d[r] = _cvtsh_ss(blk.d);
             } else {
-                std::memset(vals[r], 0, 32);
+                v[r] = _mm256_setzero_si256();
                 d[r] = 0;
             }
+            a[r] = _mm256_abs_epi8(v[r]);  // -128 -> 0x80 = 128 as the unsigned maddubs operand
         }
-        interleave8x4(dst + 256, src, 8);
-        for (int i = 0; i < 256; ++i) dst[i] = static_cast<uint8_t>(std::abs((int)(int8_t)dst[256 + i]));
+        store_transposed(dst, a);
+        store_transposed(dst + 256, v);
     }
 }
 
 template <int MR>
 void kernel_q8_0(const uint8_t* panel, const block_q8_0* const* a, const int32_t* const*, int64_t nb, __m256* acc) {
     const __m256i ones = _mm256_set1_epi16(1);
+    HG_UNROLL
     for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b, panel += kQ80PanelBlock) {
         __m256i s32[MR];
+        HG_UNROLL
         for (int m = 0; m < MR; ++m) s32[m] = _mm256_setzero_si256();
+        HG_UNROLL
         for (int s = 0; s < 8; ++s) {
             const __m256i wa = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + 32 * s));
             const __m256i ws = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + 256 + 32 * s));
+            HG_UNROLL
             for (int m = 0; m < MR; ++m) {
                 const __m256i p = _mm256_maddubs_epi16(wa, _mm256_sign_epi8(bcast32(a[m][b].qs + 4 * s), ws));
                 s32[m] = _mm256_add_epi32(s32[m], _mm256_madd_epi16(p, ones));
             }
         }
         const __m256 dw = _mm256_load_ps(reinterpret_cast<const float*>(panel + 512));
+        HG_UNROLL
         for (int m = 0; m < MR; ++m)
             acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[m]), _mm256_mul_ps(dw, _mm256_set1_ps(_cvtsh_ss(a[m][b].d))),
                                      acc[m]);
@@ -446,39 +493,35 @@ void kernel_q8_0(const uint8_t* panel, const block_q8_0* const* a, const int32_t
 // 8 floats dmin.
 constexpr size_t kQ4KPanelBlock = 2048 + 256 + 128 + 64;
 void pack_q4_K(uint8_t* dst, const uint8_t* W, size_t wrow, int rows, int64_t nb) {
-    alignas(32) uint8_t vals[PN][QK_K];
-    const uint8_t* src[PN];
-    for (int r = 0; r < PN; ++r) src[r] = vals[r];
+    const __m256i lo4 = _mm256_set1_epi8(0xF);
     for (int64_t b = 0; b < nb; ++b, dst += kQ4KPanelBlock) {
         int16_t* sc = reinterpret_cast<int16_t*>(dst + 2048);
         int16_t* mn = reinterpret_cast<int16_t*>(dst + 2048 + 256);
         float* d = reinterpret_cast<float*>(dst + 2048 + 256 + 128);
-        for (int r = 0; r < PN; ++r) {
-            if (r < rows) {
-                const block_q4_K& blk = reinterpret_cast<const block_q4_K*>(W + r * wrow)[b];
-                for (int j = 0; j < 4; ++j)
-                    for (int l = 0; l < 32; ++l) {
-                        vals[r][64 * j + l] = blk.qs[32 * j + l] & 0xF;
-                        vals[r][64 * j + 32 + l] = blk.qs[32 * j + l] >> 4;
-                    }
-                for (int sb = 0; sb < 8; ++sb) {
-                    uint8_t s, m;
-                    q4_K_scale_min(sb, blk.scales, &s, &m);
-                    sc[sb * 16 + 2 * r] = sc[sb * 16 + 2 * r + 1] = s;
-                    mn[(sb / 2) * 16 + 2 * r + (sb % 2)] = m;
-                }
-                d[r] = fp16_to_fp32(blk.d);
-                d[8 + r] = fp16_to_fp32(blk.dmin);
-            } else {
-                std::memset(vals[r], 0, QK_K);
-                for (int sb = 0; sb < 8; ++sb) {
-                    sc[sb * 16 + 2 * r] = sc[sb * 16 + 2 * r + 1] = 0;
-                    mn[(sb / 2) * 16 + 2 * r + (sb % 2)] = 0;
-                }
-                d[r] = d[8 + r] = 0;
+        const block_q4_K* blk[PN];
+        for (int r = 0; r < PN; ++r) blk[r] = r < rows ? &reinterpret_cast<const block_q4_K*>(W + r * wrow)[b] : nullptr;
+        // values: 32 bytes j hold k = 64j + l (low nibbles) and 64j + 32 + l (high nibbles)
+        for (int j = 0; j < 4; ++j) {
+            __m256i lo[PN], hi[PN];
+            HG_UNROLL
+            for (int r = 0; r < PN; ++r) {
+                const __m256i q = blk[r] ? loadu256(blk[r]->qs + 32 * j) : _mm256_setzero_si256();
+                lo[r] = _mm256_and_si256(q, lo4);
+                hi[r] = _mm256_and_si256(_mm256_srli_epi16(q, 4), lo4);
             }
+            store_transposed(dst + 32 * (16 * j), lo);
+            store_transposed(dst + 32 * (16 * j + 8), hi);
         }
-        interleave8x4(dst, src, 64);
+        for (int r = 0; r < PN; ++r) {
+            for (int sb = 0; sb < 8; ++sb) {
+                uint8_t s_ = 0, m = 0;
+                if (blk[r]) q4_K_scale_min(sb, blk[r]->scales, &s_, &m);
+                sc[sb * 16 + 2 * r] = sc[sb * 16 + 2 * r + 1] = s_;
+                mn[(sb / 2) * 16 + 2 * r + (sb % 2)] = m;
+            }
+            d[r] = blk[r] ? _cvtsh_ss(blk[r]->d) : 0.0f;
+            d[8 + r] = blk[r] ? _cvtsh_ss(blk[r]->dmin) : 0.0f;
+        }
     }
 }
 
@@ -486,27 +529,36 @@ void pack_q4_K(uint8_t* dst, const uint8_t* W, size_t wrow, int rows, int64_t nb
 template <int MR>
 void kernel_q4_K(const uint8_t* panel, const block_q8_K* const* a, const int16_t* const* a32, int64_t nb,
                  __m256* acc) {
+    HG_UNROLL
     for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b, panel += kQ4KPanelBlock) {
         __m256i s32[MR];
+        HG_UNROLL
         for (int m = 0; m < MR; ++m) s32[m] = _mm256_setzero_si256();
+        HG_UNROLL
         for (int sb = 0; sb < 8; ++sb) {
             __m256i s16[MR];
+            HG_UNROLL
             for (int m = 0; m < MR; ++m) s16[m] = _mm256_setzero_si256();
             const uint8_t* pq = panel + 256 * sb;
+            HG_UNROLL
             for (int s = 0; s < 8; ++s) {
                 const __m256i wv = _mm256_load_si256(reinterpret_cast<const __m256i*>(pq + 32 * s));
+                HG_UNROLL
                 for (int m = 0; m < MR; ++m)
                     s16[m] = _mm256_add_epi16(s16[m],
                                               _mm256_maddubs_epi16(wv, bcast32(a[m][b].qs + 32 * sb + 4 * s)));
             }
             const __m256i sv = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + 2048 + 32 * sb));
+            HG_UNROLL
             for (int m = 0; m < MR; ++m) s32[m] = _mm256_add_epi32(s32[m], _mm256_madd_epi16(s16[m], sv));
         }
         const float* d = reinterpret_cast<const float*>(panel + 2048 + 256 + 128);
         const __m256 dw = _mm256_load_ps(d), dmin = _mm256_load_ps(d + 8);
+        HG_UNROLL
         for (int m = 0; m < MR; ++m) {
             __m256i ms = _mm256_setzero_si256();
+            HG_UNROLL
             for (int i = 0; i < 4; ++i)
                 ms = _mm256_add_epi32(
                     ms, _mm256_madd_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(panel + 2048 + 256 + 32 * i)),
@@ -523,64 +575,71 @@ void kernel_q4_K(const uint8_t* panel, const block_q8_K* const* a, const int16_t
 // 8 floats d.
 constexpr size_t kQ6KPanelBlock = 2048 + 512 + 256 + 32;
 void pack_q6_K(uint8_t* dst, const uint8_t* W, size_t wrow, int rows, int64_t nb) {
-    alignas(32) uint8_t vals[PN][QK_K];
-    const uint8_t* src[PN];
-    for (int r = 0; r < PN; ++r) src[r] = vals[r];
+    const __m256i lo4 = _mm256_set1_epi8(0xF), three = _mm256_set1_epi8(3);
     for (int64_t b = 0; b < nb; ++b, dst += kQ6KPanelBlock) {
         int16_t* sc = reinterpret_cast<int16_t*>(dst + 2048);
         int16_t* cs = reinterpret_cast<int16_t*>(dst + 2048 + 512);
         float* d = reinterpret_cast<float*>(dst + 2048 + 512 + 256);
-        for (int r = 0; r < PN; ++r) {
-            if (r < rows) {
-                const block_q6_K& blk = reinterpret_cast<const block_q6_K*>(W + r * wrow)[b];
-                for (int n = 0; n < QK_K; n += 128) {
-                    const uint8_t* ql = blk.ql + n / 2;
-                    const uint8_t* qh = blk.qh + n / 4;
-                    for (int l = 0; l < 32; ++l) {
-                        vals[r][n + l] = (ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4);
-                        vals[r][n + l + 32] = (ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4);
-                        vals[r][n + l + 64] = (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4);
-                        vals[r][n + l + 96] = (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4);
-                    }
+        const block_q6_K* blk[PN];
+        for (int r = 0; r < PN; ++r) blk[r] = r < rows ? &reinterpret_cast<const block_q6_K*>(W + r * wrow)[b] : nullptr;
+        for (int h = 0; h < 2; ++h) {  // 128 values per half: 4 vectors of 32 (see dequantize_row)
+            __m256i q[4][PN];
+            HG_UNROLL
+            for (int r = 0; r < PN; ++r) {
+                if (!blk[r]) {
+                    q[0][r] = q[1][r] = q[2][r] = q[3][r] = _mm256_setzero_si256();
+                    continue;
                 }
-                for (int sb = 0; sb < 16; ++sb) {
-                    sc[sb * 16 + 2 * r] = sc[sb * 16 + 2 * r + 1] = blk.scales[sb];
-                    cs[(sb / 2) * 16 + 2 * r + (sb % 2)] = blk.scales[sb];
-                }
-                d[r] = fp16_to_fp32(blk.d);
-            } else {
-                std::memset(vals[r], 0, QK_K);
-                for (int sb = 0; sb < 16; ++sb) {
-                    sc[sb * 16 + 2 * r] = sc[sb * 16 + 2 * r + 1] = 0;
-                    cs[(sb / 2) * 16 + 2 * r + (sb % 2)] = 0;
-                }
-                d[r] = 0;
+                const uint8_t* ql = blk[r]->ql + 64 * h;
+                const __m256i qh = loadu256(blk[r]->qh + 32 * h);
+                const __m256i l0 = loadu256(ql), l1 = loadu256(ql + 32);
+                q[0][r] = _mm256_or_si256(_mm256_and_si256(l0, lo4), _mm256_slli_epi16(_mm256_and_si256(qh, three), 4));
+                q[1][r] = _mm256_or_si256(_mm256_and_si256(l1, lo4),
+                                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), three), 4));
+                q[2][r] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), lo4),
+                                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), three), 4));
+                q[3][r] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), lo4),
+                                          _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), three), 4));
             }
+            for (int i = 0; i < 4; ++i) store_transposed(dst + 32 * (32 * h + 8 * i), q[i]);
         }
-        interleave8x4(dst, src, 64);
+        for (int r = 0; r < PN; ++r) {
+            for (int sb = 0; sb < 16; ++sb) {
+                const int16_t v = blk[r] ? blk[r]->scales[sb] : 0;
+                sc[sb * 16 + 2 * r] = sc[sb * 16 + 2 * r + 1] = v;
+                cs[(sb / 2) * 16 + 2 * r + (sb % 2)] = v;
+            }
+            d[r] = blk[r] ? _cvtsh_ss(blk[r]->d) : 0.0f;
+        }
     }
 }
 
 template <int MR>
 void kernel_q6_K(const uint8_t* panel, const block_q8_K* const* a, const int16_t* const*, int64_t nb, __m256* acc) {
+    HG_UNROLL
     for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b, panel += kQ6KPanelBlock) {
         __m256i s32[MR];
+        HG_UNROLL
         for (int m = 0; m < MR; ++m) {
             // -32 * sum_sb sc[sb] * bsum[sb]
             __m256i c = _mm256_setzero_si256();
+            HG_UNROLL
             for (int i = 0; i < 8; ++i)
                 c = _mm256_add_epi32(
                     c, _mm256_madd_epi16(_mm256_load_si256(reinterpret_cast<const __m256i*>(panel + 2048 + 512 + 32 * i)),
                                          bcast32(a[m][b].bsums + 2 * i)));
             s32[m] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(c, 5));
         }
+        HG_UNROLL
         for (int sb = 0; sb < 16; ++sb) {
             const __m256i sv = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + 2048 + 32 * sb));
             const uint8_t* pq = panel + 128 * sb;  // 4 k-steps of 32 bytes per sub-block of 16
+            HG_UNROLL
             for (int h = 0; h < 2; ++h) {          // int16 sums of 2 k-steps stay below 2^15
                 const __m256i w0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(pq + 64 * h));
                 const __m256i w1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(pq + 64 * h + 32));
+                HG_UNROLL
                 for (int m = 0; m < MR; ++m) {
                     const int8_t* aq = a[m][b].qs + 16 * sb + 8 * h;
                     const __m256i p =
@@ -590,6 +649,7 @@ void kernel_q6_K(const uint8_t* panel, const block_q8_K* const* a, const int16_t
             }
         }
         const __m256 dw = _mm256_load_ps(reinterpret_cast<const float*>(panel + 2048 + 512 + 256));
+        HG_UNROLL
         for (int m = 0; m < MR; ++m)
             acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[m]), _mm256_mul_ps(dw, _mm256_set1_ps(a[m][b].d)), acc[m]);
     }
@@ -713,15 +773,18 @@ template <int MR>
 void kernel_float(const float* panel, const float* x, int64_t ldx, int64_t kc, float* y, int64_t ldy, int cols,
                   bool accumulate, const float* bias) {
     __m256 acc[MR][2];
+    HG_UNROLL
     for (int m = 0; m < MR; ++m) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
     for (int64_t k = 0; k < kc; ++k) {
         const __m256 w0 = _mm256_load_ps(panel + k * PNF), w1 = _mm256_load_ps(panel + k * PNF + 8);
+        HG_UNROLL
         for (int m = 0; m < MR; ++m) {
             const __m256 xv = _mm256_broadcast_ss(x + m * ldx + k);
             acc[m][0] = _mm256_fmadd_ps(xv, w0, acc[m][0]);
             acc[m][1] = _mm256_fmadd_ps(xv, w1, acc[m][1]);
         }
     }
+    HG_UNROLL
     for (int m = 0; m < MR; ++m) {
         float* ym = y + m * ldy;
         if (cols == PNF) {
@@ -851,6 +914,7 @@ void matmul(float* y, const float* x, const Tensor& W, const float* bias, int64_
             quantize_q8_K(x + m * K, aq + m * nb, K);
             if (a32)
                 for (int64_t b = 0; b < nb; ++b)
+                    HG_UNROLL
                     for (int i = 0; i < 8; ++i)
                         a32[(m * nb + b) * 8 + i] =
                             static_cast<int16_t>(aq[m * nb + b].bsums[2 * i] + aq[m * nb + b].bsums[2 * i + 1]);

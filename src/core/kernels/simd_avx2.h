@@ -15,6 +15,10 @@
 
 #include "core/ops.h"
 
+// Complete unrolling of the small fixed-count loops of the micro-kernels: at -O2 GCC keeps
+// arrays of vector accumulators in memory unless their loops are unrolled.
+#define HG_UNROLL _Pragma("GCC unroll 16")
+
 namespace hg::avx2 {
 
 inline float hsum(__m256 v) {
