@@ -50,7 +50,7 @@ inline __m256 round_away(__m256 v) {
 
 // Q8_0, same arithmetic as quantize_row_q8_0: d = amax/127, q = roundf(x * (1/d)).
 // sums (optional): sum of the 32 quants of each block.
-void quantize_q8_0(const float* x, block_q8_0* y, int64_t n, int32_t* sums) {
+void quantize_q8_0(const float* x, block_q8_0* y, int64_t n, int32_t* sums, float* dsf = nullptr) {
     for (int64_t b = 0; b < n / 32; ++b, x += 32) {
         __m256 v[4];
         __m256 amax = _mm256_setzero_ps();
@@ -63,6 +63,7 @@ void quantize_q8_0(const float* x, block_q8_0* y, int64_t n, int32_t* sums) {
         const float id = d ? 1.0f / d : 0.0f;
         if (!(id <= 3.0e38f)) {  // subnormal scale: 1/d overflows; the scalar code has the exact semantics
             quantize_row_q8_0(x, &y[b], 32);
+            if (dsf) dsf[b] = fp16_to_fp32(y[b].d);
             if (sums) {
                 sums[b] = 0;
                 for (int j = 0; j < 32; ++j) sums[b] += y[b].qs[j];
@@ -70,6 +71,7 @@ void quantize_q8_0(const float* x, block_q8_0* y, int64_t n, int32_t* sums) {
             continue;
         }
         y[b].d = fp32_to_fp16(d);
+        if (dsf) dsf[b] = fp16_to_fp32(y[b].d);
         const __m256 vid = _mm256_set1_ps(id);
         __m256i q[4];
         HG_UNROLL
@@ -136,6 +138,7 @@ void quantize_q8_K(const float* x, block_q8_K* y, int64_t n) {
 struct Scratch {
     std::vector<uint8_t> act;     // quantized activations (caller thread)
     std::vector<int32_t> sums;    // per-block activation sums (Q8_0) / per-32 sums (Q8_K)
+    std::vector<float> dscale;    // float activation block scales (Q8_0 GEMV)
     std::vector<uint8_t> panel;   // one unpacked weight panel (per worker)
 };
 Scratch& scratch() {
@@ -151,6 +154,8 @@ inline uint8_t* align64(uint8_t* p) {
     return reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t(63));
 }
 
+inline __m256i loadu256(const void* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+
 inline __m256i bcast32(const void* p) {
     int32_t v;
     std::memcpy(&v, p, 4);
@@ -160,34 +165,41 @@ inline __m256i bcast32(const void* p) {
 // ---------------------------------------------------------------------------------------------
 // GEMV row dots: one weight row against MR activation rows; out[m] = dot(w, a_m).
 
+// Two blocks per step into two accumulators: one FMA chain would bound a 32-block dot by the FMA
+// latency. The float conversions of each block's integer dot are exact (|lane| < 2^24).
 template <int MR>
-void dot_q8_0(const block_q8_0* w, const block_q8_0* const* a, int64_t nb, float* out) {
-    __m256 acc[MR];
+void dot_q8_0(const block_q8_0* w, const block_q8_0* const* a, int64_t nb, float* out, const float* const* ad) {
+    __m256 acc[MR][2];
     HG_UNROLL
-    for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps();
+    for (int m = 0; m < MR; ++m) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
     const __m256i ones = _mm256_set1_epi16(1);
-    for (int64_t b = 0; b < nb; ++b) {
-        const __m256i wq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs));
+    auto step = [&](int64_t b, int u) {
+        const __m256i wq = loadu256(w[b].qs);
         const __m256i wa = _mm256_sign_epi8(wq, wq);
         const float dw = _cvtsh_ss(w[b].d);
         HG_UNROLL
         for (int m = 0; m < MR; ++m) {
-            const __m256i aq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[m][b].qs));
-            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(aq, wq)), ones);
-            acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * _cvtsh_ss(a[m][b].d)), acc[m]);
+            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(loadu256(a[m][b].qs), wq)), ones);
+            acc[m][u] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * ad[m][b]), acc[m][u]);
         }
+    };
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        step(b, 0);
+        step(b + 1, 1);
     }
+    if (b < nb) step(b, 0);
     HG_UNROLL
-    for (int m = 0; m < MR; ++m) out[m] = hsum(acc[m]);
+    for (int m = 0; m < MR; ++m) out[m] = hsum(_mm256_add_ps(acc[m][0], acc[m][1]));
 }
 
 template <int MR>
-void dot_q4_0(const block_q4_0* w, const block_q8_0* const* a, int64_t nb, float* out) {
-    __m256 acc[MR];
+void dot_q4_0(const block_q4_0* w, const block_q8_0* const* a, int64_t nb, float* out, const float* const* ad) {
+    __m256 acc[MR][2];
     HG_UNROLL
-    for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps();
+    for (int m = 0; m < MR; ++m) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
     const __m256i ones = _mm256_set1_epi16(1), lo4 = _mm256_set1_epi8(0xF), eight = _mm256_set1_epi8(8);
-    for (int64_t b = 0; b < nb; ++b) {
+    auto step = [&](int64_t b, int u) {
         const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].qs));
         // elements 0..15 in the low nibbles, 16..31 in the high nibbles
         const __m256i wq = _mm256_sub_epi8(_mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), lo4), eight);
@@ -195,13 +207,18 @@ void dot_q4_0(const block_q4_0* w, const block_q8_0* const* a, int64_t nb, float
         const float dw = _cvtsh_ss(w[b].d);
         HG_UNROLL
         for (int m = 0; m < MR; ++m) {
-            const __m256i aq = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[m][b].qs));
-            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(aq, wq)), ones);
-            acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * _cvtsh_ss(a[m][b].d)), acc[m]);
+            const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(wa, _mm256_sign_epi8(loadu256(a[m][b].qs), wq)), ones);
+            acc[m][u] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * ad[m][b]), acc[m][u]);
         }
+    };
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        step(b, 0);
+        step(b + 1, 1);
     }
+    if (b < nb) step(b, 0);
     HG_UNROLL
-    for (int m = 0; m < MR; ++m) out[m] = hsum(acc[m]);
+    for (int m = 0; m < MR; ++m) out[m] = hsum(_mm256_add_ps(acc[m][0], acc[m][1]));
 }
 
 // The 8 6-bit scales and 8 mins of a Q4_K block as bytes (sc in the low 8, m in the high 8).
@@ -216,59 +233,55 @@ inline __m128i q4_K_scales_mins(const uint8_t* s) {
     return _mm_setr_epi32((int)sc_lo, (int)sc_hi, (int)m_lo, (int)m_hi);
 }
 
+// Per super-block: integer dots scaled per sub-block (madd with the 6-bit scale), the mins
+// term as madd(bsums, mins duplicated per pair of 16-sums); both accumulated as float vectors.
 template <int MR>
-void dot_q4_K(const block_q4_K* w, const block_q8_K* const* a, int64_t nb, float* out) {
-    float acc[MR];
+void dot_q4_K(const block_q4_K* w, const block_q8_K* const* a, int64_t nb, float* out, const float* const*) {
+    __m256 acc[MR], accm[MR];
     HG_UNROLL
-    for (int m = 0; m < MR; ++m) acc[m] = 0;
+    for (int m = 0; m < MR; ++m) acc[m] = accm[m] = _mm256_setzero_ps();
     const __m256i lo4 = _mm256_set1_epi8(0xF);
+    const __m128i dup_mins = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
     for (int64_t b = 0; b < nb; ++b) {
         const __m128i scm = q4_K_scales_mins(w[b].scales);
         // scales as int16 in both 128-bit lanes; shuffle masks broadcast scale j
         const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
-        const __m128i mins16 = _mm_cvtepu8_epi16(_mm_unpackhi_epi64(scm, scm));
-        const float dw = _cvtsh_ss(w[b].d), dminw = _cvtsh_ss(w[b].dmin);
+        const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(scm, dup_mins));  // m0 m0 m1 m1 ...
+        const __m256 dw = _mm256_set1_ps(_cvtsh_ss(w[b].d)), dminw = _mm256_set1_ps(_cvtsh_ss(w[b].dmin));
         __m256i isum[MR];
         HG_UNROLL
         for (int m = 0; m < MR; ++m) isum[m] = _mm256_setzero_si256();
         HG_UNROLL
         for (int j = 0; j < 4; ++j) {
-            const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[b].qs + 32 * j));
+            const __m256i q = loadu256(w[b].qs + 32 * j);
             const __m256i ql = _mm256_and_si256(q, lo4), qh = _mm256_and_si256(_mm256_srli_epi16(q, 4), lo4);
             const __m256i s0 = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((int16_t)((4 * j + 1) << 8 | (4 * j))));
             const __m256i s1 = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((int16_t)((4 * j + 3) << 8 | (4 * j + 2))));
             HG_UNROLL
             for (int m = 0; m < MR; ++m) {
                 const int8_t* aq = a[m][b].qs + 64 * j;
-                const __m256i p0 = _mm256_maddubs_epi16(ql, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq)));
-                const __m256i p1 = _mm256_maddubs_epi16(qh, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(aq + 32)));
+                const __m256i p0 = _mm256_maddubs_epi16(ql, loadu256(aq));
+                const __m256i p1 = _mm256_maddubs_epi16(qh, loadu256(aq + 32));
                 isum[m] = _mm256_add_epi32(isum[m], _mm256_add_epi32(_mm256_madd_epi16(p0, s0), _mm256_madd_epi16(p1, s1)));
             }
         }
         HG_UNROLL
         for (int m = 0; m < MR; ++m) {
-            const block_q8_K& ab = a[m][b];
-            // sums of 32 activations: pairs of the 16 bsums
-            const __m128i bs0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ab.bsums));
-            const __m128i bs1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(ab.bsums + 8));
-            const __m128i bs32 = _mm_hadd_epi16(bs0, bs1);
-            const __m128i pm = _mm_madd_epi16(bs32, mins16);
-            __m128i s = _mm_add_epi32(pm, _mm_shuffle_epi32(pm, 0x4e));
-            s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-            const int msum = _mm_cvtsi128_si32(s);
-            // one float term per super-block, as in the reference
-            acc[m] += (dw * ab.d) * (float)hsum_i32(isum[m]) - (dminw * ab.d) * (float)msum;
+            const __m256 da = _mm256_broadcast_ss(&a[m][b].d);
+            const __m256i pm = _mm256_madd_epi16(loadu256(a[m][b].bsums), mins16);
+            acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[m]), _mm256_mul_ps(dw, da), acc[m]);
+            accm[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(pm), _mm256_mul_ps(dminw, da), accm[m]);
         }
     }
     HG_UNROLL
-    for (int m = 0; m < MR; ++m) out[m] = acc[m];
+    for (int m = 0; m < MR; ++m) out[m] = hsum(_mm256_sub_ps(acc[m], accm[m]));
 }
 
 template <int MR>
-void dot_q6_K(const block_q6_K* w, const block_q8_K* const* a, int64_t nb, float* out) {
-    float acc[MR];
+void dot_q6_K(const block_q6_K* w, const block_q8_K* const* a, int64_t nb, float* out, const float* const*) {
+    __m256 acc[MR];
     HG_UNROLL
-    for (int m = 0; m < MR; ++m) acc[m] = 0;
+    for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps();
     const __m256i lo4 = _mm256_set1_epi8(0xF), three = _mm256_set1_epi8(3);
     for (int64_t b = 0; b < nb; ++b) {
         const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].scales));
@@ -311,10 +324,11 @@ void dot_q6_K(const block_q6_K* w, const block_q8_K* const* a, int64_t nb, float
             }
         }
         HG_UNROLL
-        for (int m = 0; m < MR; ++m) acc[m] += (dw * a[m][b].d) * (float)hsum_i32(isum[m]);
+        for (int m = 0; m < MR; ++m)
+            acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[m]), _mm256_set1_ps(dw * a[m][b].d), acc[m]);
     }
     HG_UNROLL
-    for (int m = 0; m < MR; ++m) out[m] = acc[m];
+    for (int m = 0; m < MR; ++m) out[m] = hsum(acc[m]);
 }
 
 // Float weights: 4 weight rows at a time share the activation loads.
@@ -384,8 +398,6 @@ inline void store_transposed(uint8_t* dst, const __m256i v[PN]) {
     _mm256_store_si256(o + 6, _mm256_permute2x128_si256(u2, u6, 0x31));
     _mm256_store_si256(o + 7, _mm256_permute2x128_si256(u3, u7, 0x31));
 }
-
-inline __m256i loadu256(const void* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
 
 constexpr size_t kQ40PanelBlock = 256 + 32;
 void pack_q4_0(uint8_t* dst, const uint8_t* W, size_t wrow, int rows, int64_t nb) {
@@ -720,11 +732,13 @@ void gemm_quant(const QuantGemm<ABlock, Extra>& G, float* y, const Tensor& W, co
 
 // GEMV over all N for M <= 4 rows (quantized): dot(w_row, a_m) per row.
 template <typename WBlock, typename ABlock>
-void gemv_quant(void (*d1)(const WBlock*, const ABlock* const*, int64_t, float*),
-                void (*d2)(const WBlock*, const ABlock* const*, int64_t, float*),
-                void (*d3)(const WBlock*, const ABlock* const*, int64_t, float*),
-                void (*d4)(const WBlock*, const ABlock* const*, int64_t, float*), float* y, const Tensor& W,
-                const float* bias, int64_t M, const ABlock* act, int64_t nb, ThreadPool& pool) {
+using DotFn = void (*)(const WBlock*, const ABlock* const*, int64_t, float*, const float* const*);
+
+// ad: float activation block scales (M x nb) for the 32-block types, else nullptr.
+template <typename WBlock, typename ABlock>
+void gemv_quant(DotFn<WBlock, ABlock> d1, DotFn<WBlock, ABlock> d2, DotFn<WBlock, ABlock> d3, DotFn<WBlock, ABlock> d4,
+                float* y, const Tensor& W, const float* bias, int64_t M, const ABlock* act, const float* ad, int64_t nb,
+                ThreadPool& pool) {
     const int64_t N = W.rows();
     pool.parallel_for(
         N,
@@ -732,15 +746,19 @@ void gemv_quant(void (*d1)(const WBlock*, const ABlock* const*, int64_t, float*)
             for (int64_t m0 = 0; m0 < M; m0 += 4) {
                 const int mr = static_cast<int>(std::min<int64_t>(4, M - m0));
                 const ABlock* a[4];
-                for (int i = 0; i < mr; ++i) a[i] = act + (m0 + i) * nb;
+                const float* s[4] = {};
+                for (int i = 0; i < mr; ++i) {
+                    a[i] = act + (m0 + i) * nb;
+                    if (ad) s[i] = ad + (m0 + i) * nb;
+                }
                 for (int64_t n = n0; n < n1; ++n) {
                     const WBlock* w = reinterpret_cast<const WBlock*>(W.row(n));
                     float out[4];
                     switch (mr) {
-                        case 1: d1(w, a, nb, out); break;
-                        case 2: d2(w, a, nb, out); break;
-                        case 3: d3(w, a, nb, out); break;
-                        default: d4(w, a, nb, out); break;
+                        case 1: d1(w, a, nb, out, s); break;
+                        case 2: d2(w, a, nb, out, s); break;
+                        case 3: d3(w, a, nb, out, s); break;
+                        default: d4(w, a, nb, out, s); break;
                     }
                     for (int i = 0; i < mr; ++i) y[(m0 + i) * N + n] = out[i] + (bias ? bias[n] : 0.0f);
                 }
@@ -894,15 +912,17 @@ void matmul(float* y, const float* x, const Tensor& W, const float* bias, int64_
     if (at == DType::Q8_0) {
         auto* aq = reinterpret_cast<block_q8_0*>(act);
         int32_t* sums = gemm ? grow(S.sums, M * nb) : nullptr;
+        float* ad = gemm ? nullptr : grow(S.dscale, M * nb);
         pool.parallel_for(M, [&](int64_t m0, int64_t m1, int) {
-            for (int64_t m = m0; m < m1; ++m) quantize_q8_0(x + m * K, aq + m * nb, K, sums ? sums + m * nb : nullptr);
+            for (int64_t m = m0; m < m1; ++m)
+                quantize_q8_0(x + m * K, aq + m * nb, K, sums ? sums + m * nb : nullptr, ad ? ad + m * nb : nullptr);
         });
         if (W.type == DType::Q4_0) {
             if (gemm) gemm_quant(kGemmQ4_0, y, W, bias, M, aq, nb, sums, nb, nb, pool);
-            else gemv_quant<block_q4_0, block_q8_0>(dot_q4_0<1>, dot_q4_0<2>, dot_q4_0<3>, dot_q4_0<4>, y, W, bias, M, aq, nb, pool);
+            else gemv_quant<block_q4_0, block_q8_0>(dot_q4_0<1>, dot_q4_0<2>, dot_q4_0<3>, dot_q4_0<4>, y, W, bias, M, aq, ad, nb, pool);
         } else {
             if (gemm) gemm_quant(kGemmQ8_0, y, W, bias, M, aq, nb, sums, nb, nb, pool);
-            else gemv_quant<block_q8_0, block_q8_0>(dot_q8_0<1>, dot_q8_0<2>, dot_q8_0<3>, dot_q8_0<4>, y, W, bias, M, aq, nb, pool);
+            else gemv_quant<block_q8_0, block_q8_0>(dot_q8_0<1>, dot_q8_0<2>, dot_q8_0<3>, dot_q8_0<4>, y, W, bias, M, aq, ad, nb, pool);
         }
         return;
     }
@@ -922,10 +942,10 @@ void matmul(float* y, const float* x, const Tensor& W, const float* bias, int64_
     });
     if (W.type == DType::Q4_K) {
         if (gemm) gemm_quant(kGemmQ4_K, y, W, bias, M, aq, nb, a32, nb * 8, nb, pool);
-        else gemv_quant<block_q4_K, block_q8_K>(dot_q4_K<1>, dot_q4_K<2>, dot_q4_K<3>, dot_q4_K<4>, y, W, bias, M, aq, nb, pool);
+        else gemv_quant<block_q4_K, block_q8_K>(dot_q4_K<1>, dot_q4_K<2>, dot_q4_K<3>, dot_q4_K<4>, y, W, bias, M, aq, nullptr, nb, pool);
     } else {
         if (gemm) gemm_quant(kGemmQ6_K, y, W, bias, M, aq, nb, (const int16_t*)nullptr, 0, nb, pool);
-        else gemv_quant<block_q6_K, block_q8_K>(dot_q6_K<1>, dot_q6_K<2>, dot_q6_K<3>, dot_q6_K<4>, y, W, bias, M, aq, nb, pool);
+        else gemv_quant<block_q6_K, block_q8_K>(dot_q6_K<1>, dot_q6_K<2>, dot_q6_K<3>, dot_q6_K<4>, y, W, bias, M, aq, nullptr, nb, pool);
     }
 }
 
