@@ -376,6 +376,7 @@ void dot_float_rows(const uint8_t* w, size_t wstride, const float* x, int64_t K,
 
 constexpr int PN = 8;   // weight rows per integer panel
 constexpr int MRQ = 4;  // activation rows per micro-kernel call
+constexpr size_t kActChunkBytes = 256 << 10;  // activation rows kept in the L2 at a time
 
 // v[r] holds 8 groups of 4 bytes (8 k-steps) of weight row r; stores the 8 k-steps, each 32
 // bytes = the 4-byte groups of rows 0..7 (an 8x8 transpose of 32-bit elements).
@@ -703,13 +704,18 @@ void gemm_quant(const QuantGemm<ABlock, Extra>& G, float* y, const Tensor& W, co
     const size_t wrow = W.row_bytes();
     const uint8_t* Wd = static_cast<const uint8_t*>(W.data);
     const int64_t n_panels = (N + PN - 1) / PN;
+    // Rows of activations in chunks that stay in the L2 while every panel of the thread sweeps
+    // them (panels are re-unpacked per chunk: a few % of the work).
+    const size_t act_bytes = act_row_blocks * sizeof(ABlock) + extra_row * sizeof(Extra);
+    const int64_t MC = std::max<int64_t>(MRQ, std::min<int64_t>(M, (int64_t)(kActChunkBytes / act_bytes) / MRQ * MRQ));
     pool.parallel_for(n_panels, [&](int64_t p0, int64_t p1, int) {
         uint8_t* panel = align64(grow(scratch().panel, G.panel_block_bytes * nb + 64));
+        for (int64_t mc = 0; mc < M; mc += MC)
         for (int64_t p = p0; p < p1; ++p) {
             const int64_t n0 = p * PN;
             const int rows = static_cast<int>(std::min<int64_t>(PN, N - n0));
             G.pack(panel, Wd + n0 * wrow, wrow, rows, nb);
-            for (int64_t m0 = 0; m0 < M; m0 += MRQ) {
+            for (int64_t m0 = mc; m0 < std::min(M, mc + MC); m0 += MRQ) {
                 const int mr = static_cast<int>(std::min<int64_t>(MRQ, M - m0));
                 const ABlock* a[MRQ];
                 const Extra* e[MRQ];
@@ -773,16 +779,37 @@ constexpr int PNF = 16;  // weight rows per float panel
 constexpr int MRF = 6;   // activation rows per float micro-kernel
 constexpr int KCF = 256; // k block of the float GEMM
 
-// panel[k][16] floats for k in [k0, k0 + kc), rows past N zero.
+// panel[k][16] floats for k in [k0, k0 + kc), rows past N zero: 8 x 8 blocks transposed in
+// registers (rows of 8 k -> k-major vectors of 8 rows).
 template <DType T>
 void pack_float(float* dst, const uint8_t* W, size_t wrow, int rows, int64_t k0, int64_t kc) {
-    for (int r = 0; r < PNF; ++r) {
-        if (r < rows) {
-            const uint8_t* w = W + r * wrow;
-            for (int64_t k = 0; k < kc; ++k) dst[k * PNF + r] = w_at<T>(w, k0 + k);
-        } else {
-            for (int64_t k = 0; k < kc; ++k) dst[k * PNF + r] = 0;
+    const int64_t kv = kc & ~int64_t(7);
+    for (int g = 0; g < PNF; g += 8) {
+        for (int64_t k = 0; k < kv; k += 8) {
+            __m256 v[8];
+            HG_UNROLL
+            for (int r = 0; r < 8; ++r)
+                v[r] = g + r < rows ? load_w<T>(W + (g + r) * wrow, k0 + k) : _mm256_setzero_ps();
+            const __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
+            const __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);
+            const __m256 t4 = _mm256_unpacklo_ps(v[4], v[5]), t5 = _mm256_unpackhi_ps(v[4], v[5]);
+            const __m256 t6 = _mm256_unpacklo_ps(v[6], v[7]), t7 = _mm256_unpackhi_ps(v[6], v[7]);
+            const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
+            const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
+            const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
+            const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+            float* o = dst + k * PNF + g;
+            _mm256_store_ps(o + 0 * PNF, _mm256_permute2f128_ps(u0, u4, 0x20));
+            _mm256_store_ps(o + 1 * PNF, _mm256_permute2f128_ps(u1, u5, 0x20));
+            _mm256_store_ps(o + 2 * PNF, _mm256_permute2f128_ps(u2, u6, 0x20));
+            _mm256_store_ps(o + 3 * PNF, _mm256_permute2f128_ps(u3, u7, 0x20));
+            _mm256_store_ps(o + 4 * PNF, _mm256_permute2f128_ps(u0, u4, 0x31));
+            _mm256_store_ps(o + 5 * PNF, _mm256_permute2f128_ps(u1, u5, 0x31));
+            _mm256_store_ps(o + 6 * PNF, _mm256_permute2f128_ps(u2, u6, 0x31));
+            _mm256_store_ps(o + 7 * PNF, _mm256_permute2f128_ps(u3, u7, 0x31));
         }
+        for (int64_t k = kv; k < kc; ++k)
+            for (int r = 0; r < 8; ++r) dst[k * PNF + g + r] = g + r < rows ? w_at<T>(W + (g + r) * wrow, k0 + k) : 0.0f;
     }
 }
 
@@ -846,16 +873,20 @@ void matmul_float(float* y, const float* x, const Tensor& W, const float* bias, 
         return;
     }
     const int64_t n_panels = (N + PNF - 1) / PNF;
+    // Each panel slice (16 x KCF floats) is packed once and stays in the L1 while all M rows
+    // sweep it; the panel's output columns (M x 16 floats) stay in the L1/L2 across k blocks.
+    // (Chunking M to keep activations in the L2 instead was slower: the output tiles then come
+    // from the L3 at every k block.)
     pool.parallel_for(n_panels, [&](int64_t p0, int64_t p1, int) {
         float* panel = reinterpret_cast<float*>(align64(grow(scratch().panel, KCF * PNF * sizeof(float) + 64)));
         for (int64_t p = p0; p < p1; ++p) {
             const int64_t n0 = p * PNF;
             const int cols = static_cast<int>(std::min<int64_t>(PNF, N - n0));
+            const float* b = bias ? bias + n0 : nullptr;
             for (int64_t k0 = 0; k0 < K; k0 += KCF) {
                 const int64_t kc = std::min<int64_t>(KCF, K - k0);
-                pack_float<T>(panel, Wd + n0 * wrow, wrow, cols, k0, kc);
                 const bool accum = k0 > 0;
-                const float* b = bias ? bias + n0 : nullptr;
+                pack_float<T>(panel, Wd + n0 * wrow, wrow, cols, k0, kc);
                 int64_t m0 = 0;
                 for (; m0 + MRF <= M; m0 += MRF)
                     kernel_float<MRF>(panel, x + m0 * K + k0, K, kc, y + m0 * N + n0, N, cols, accum, b);
