@@ -22,6 +22,7 @@ struct BenchOptions {
     std::string types = "f32,f16,bf16,q8_0,q4_0,q4_k,q6_k";
     std::string m_values = "1,512";
     double min_seconds = 0.5;
+    bool cpu_time = false;
 };
 
 std::vector<std::string> split(const std::string& s) {
@@ -51,10 +52,11 @@ int run_kernels(const BenchOptions& o, const std::string& command) {
     }
     hg::ThreadPool pool(o.threads);
     std::fprintf(stderr, "measuring roofs (%d threads)...\n", pool.size());
-    const hg::MachineRoofs roofs = hg::measure_roofs(pool);
+    const auto clock = o.cpu_time ? hg::BenchClock::CpuPerThread : hg::BenchClock::Wall;
+    const hg::MachineRoofs roofs = hg::measure_roofs(pool, clock);
     std::fprintf(stderr, "timing %zu matmul cases...\n", types.size() * Ms.size() * 4);
-    const auto results = hg::run_matmul_bench(hg::default_matmul_cases(types, Ms), pool, o.min_seconds);
-    std::fputs(hg::format_kernel_bench(roofs, results, command).c_str(), stdout);
+    const auto results = hg::run_matmul_bench(hg::default_matmul_cases(types, Ms), pool, o.min_seconds, clock);
+    std::fputs(hg::format_kernel_bench(roofs, results, command, clock).c_str(), stdout);
     return 0;
 }
 
@@ -67,11 +69,14 @@ HG_COMMAND(bench, "Benchmarks that print markdown tables (--kernels: matmul kern
     app.add_option("--types", o->types, "comma-separated weight types")->capture_default_str();
     app.add_option("--m", o->m_values, "comma-separated activation row counts M")->capture_default_str();
     app.add_option("--min-time", o->min_seconds, "seconds to repeat each case (best time reported)")->capture_default_str();
+    app.add_flag("--cpu-time", o->cpu_time,
+                 "rates from process CPU time / threads instead of wall time (for a machine shared with other work)");
     return [o] {
         std::string command = "healthgpt bench --kernels";
         if (o->threads) command += " -t " + std::to_string(o->threads);
         if (o->types != BenchOptions().types) command += " --types " + o->types;
         if (o->m_values != BenchOptions().m_values) command += " --m " + o->m_values;
+        if (o->cpu_time) command += " --cpu-time";
         // modes: each flag selects one benchmark family
         if (o->kernels) return run_kernels(*o, command);
         std::fprintf(stderr, "error: choose what to benchmark: --kernels\n");

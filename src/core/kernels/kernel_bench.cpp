@@ -1,7 +1,10 @@
 // Kernel benchmarks (see kernel_bench.h).
 #include "core/kernels/kernel_bench.h"
 
+#include <time.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -16,22 +19,31 @@
 
 namespace hg {
 
-double measure_read_gbps_avx2(ThreadPool& pool);   // roofline_avx2.cpp
-double measure_fma_gflops_avx2(ThreadPool& pool);  // roofline_avx2.cpp
+double measure_read_gbps_avx2(ThreadPool& pool, BenchClock clock);   // roofline_avx2.cpp
+double measure_fma_gflops_avx2(ThreadPool& pool, BenchClock clock);  // roofline_avx2.cpp
 
 namespace {
-double now() {
+double wall_now() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+double cpu_now() {
+    timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
+}
+double load_average() {
+    double l[1] = {0};
+    return getloadavg(l, 1) == 1 ? l[0] : -1;
 }
 constexpr size_t kColdBytes = size_t(160) << 20;  // > 4x a 32 MiB L3: weights come from DRAM
 }  // namespace
 
-MachineRoofs measure_roofs(ThreadPool& pool) {
+MachineRoofs measure_roofs(ThreadPool& pool, BenchClock clock) {
     MachineRoofs r;
     r.threads = pool.size();
     HG_CHECK(isa_supported() >= Isa::Avx2, "bench: the roof microbenchmarks need AVX2+FMA");
-    r.read_gbps = measure_read_gbps_avx2(pool);
-    r.fma_gflops = measure_fma_gflops_avx2(pool);
+    r.read_gbps = measure_read_gbps_avx2(pool, clock);
+    r.fma_gflops = measure_fma_gflops_avx2(pool, clock);
     return r;
 }
 
@@ -91,7 +103,7 @@ std::vector<MatmulBenchCase> default_matmul_cases(const std::vector<DType>& type
 }
 
 std::vector<MatmulBenchResult> run_matmul_bench(const std::vector<MatmulBenchCase>& cases, ThreadPool& pool,
-                                                double min_seconds) {
+                                                double min_seconds, BenchClock clock) {
     std::vector<MatmulBenchResult> out;
     for (const MatmulBenchCase& c : cases) {
         const size_t wbytes = row_bytes(c.type, c.K) * c.N;
@@ -109,20 +121,25 @@ std::vector<MatmulBenchResult> run_matmul_bench(const std::vector<MatmulBenchCas
         std::normal_distribution<float> nd;
         for (auto& v : x) v = nd(rng);
         matmul(y.data(), x.data(), W[0], nullptr, c.M, pool);  // warm-up (scratch buffers grow here)
-        double best = 1e30, total = 0;
+        double best = 1e30, best_wall = 0, total = 0;
         int calls = 0;
         while (total < min_seconds || calls < 3 * copies) {
-            const double t0 = now();
+            const double w0 = wall_now(), c0 = cpu_now();
             matmul(y.data(), x.data(), W[calls % copies], nullptr, c.M, pool);
-            const double dt = now() - t0;
-            best = std::min(best, dt);
-            total += dt;
+            const double wall = wall_now() - w0, cpu = (cpu_now() - c0) / pool.size();
+            const double dt = clock == BenchClock::Wall ? wall : cpu;
+            if (dt < best) {
+                best = dt;
+                best_wall = wall;
+            }
+            total += wall;
             ++calls;
             if (calls > 100000) break;
         }
         MatmulBenchResult r;
         r.c = c;
         r.seconds = best;
+        r.wall_seconds = best_wall;
         r.weight_gbps = wbytes / best * 1e-9;
         r.gflops = 2.0 * c.M * c.N * c.K / best * 1e-9;
         r.cold = cold && (size_t)copies * wbytes >= kColdBytes;
@@ -132,7 +149,7 @@ std::vector<MatmulBenchResult> run_matmul_bench(const std::vector<MatmulBenchCas
 }
 
 std::string format_kernel_bench(const MachineRoofs& roofs, const std::vector<MatmulBenchResult>& results,
-                                const std::string& command) {
+                                const std::string& command, BenchClock clock) {
     std::string s;
     char line[512];
     const auto& f = cpu_features();
@@ -142,17 +159,28 @@ std::string format_kernel_bench(const MachineRoofs& roofs, const std::vector<Mat
     std::snprintf(line, sizeof line,
                   "## Kernel benchmark\n\n- command: `%s`\n- date: %s\n- cpu: %s (%s), %d physical cores\n- cpu flags: %s\n"
                   "- kernels: %s (isa %s), threads: %d\n"
-                  "- measured roofs (%d threads): streaming read %.1f GB/s, FP32 FMA peak %.0f GFLOP/s\n\n",
+                  "- measured roofs (%d threads): streaming read %.1f GB/s, FP32 FMA peak %.0f GFLOP/s\n"
+                  "- clock: %s; load average at the end: %.2f (1 min)\n\n",
                   command.c_str(), date, f.brand.c_str(), f.vendor.c_str(), physical_cores(), cpu_flags_string().c_str(),
-                  kernels().name, isa_name(isa_active()), roofs.threads, roofs.threads, roofs.read_gbps, roofs.fma_gflops);
+                  kernels().name, isa_name(isa_active()), roofs.threads, roofs.threads, roofs.read_gbps, roofs.fma_gflops,
+                  clock == BenchClock::Wall ? "wall time"
+                                            : "process CPU time / threads (machine shared: estimate for dedicated cores)",
+                  load_average());
     s += line;
-    s += "| weights | M | N x K | time (ms) | weight GB/s | % of read BW | GFLOP/s | % of FP32 FMA peak |\n";
-    s += "|---|---:|---|---:|---:|---:|---:|---:|\n";
+    s += "| weights | M | N x K | time (ms) | wall (ms) | weight GB/s | % of read BW | GFLOP/s | % of FP32 FMA peak |\n";
+    s += "|---|---:|---|---:|---:|---:|---:|---:|---:|\n";
     for (const auto& r : results) {
-        std::snprintf(line, sizeof line, "| %s | %lld | %lld x %lld | %.3f | %.1f%s | %.0f%% | %.1f | %.0f%% |\n",
+        const bool mv = r.c.M <= 4;  // matvec rows: bandwidth columns; matmul rows: compute columns
+        char bw[64] = "-", bwp[32] = "-", pk[32] = "-";
+        if (mv) {
+            std::snprintf(bw, sizeof bw, "%.1f%s", r.weight_gbps, r.cold ? "" : " (cached)");
+            std::snprintf(bwp, sizeof bwp, "%.0f%%", 100.0 * r.weight_gbps / roofs.read_gbps);
+        } else {
+            std::snprintf(pk, sizeof pk, "%.0f%%", 100.0 * r.gflops / roofs.fma_gflops);
+        }
+        std::snprintf(line, sizeof line, "| %s | %lld | %lld x %lld | %.3f | %.3f | %s | %s | %.1f | %s |\n",
                       dtype_name(r.c.type), (long long)r.c.M, (long long)r.c.N, (long long)r.c.K, r.seconds * 1e3,
-                      r.weight_gbps, r.cold ? "" : " (cached)", 100.0 * r.weight_gbps / roofs.read_gbps, r.gflops,
-                      100.0 * r.gflops / roofs.fma_gflops);
+                      r.wall_seconds * 1e3, bw, bwp, r.gflops, pk);
         s += line;
     }
     s += "\nM = 1 rows stream their weights from DRAM (copies cycled past the L3): compare GB/s with the read "

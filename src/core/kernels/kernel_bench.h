@@ -9,7 +9,14 @@
 #include "core/dtype.h"
 #include "core/thread_pool.h"
 
+// (measure_read_gbps_avx2 / measure_fma_gflops_avx2 in roofline_avx2.cpp take the same clock.)
+
 namespace hg {
+
+// Clock for rates: wall time, or process CPU time divided by the thread count (an estimate of
+// the time on dedicated cores when other processes share them; workers of the pool only spin
+// briefly, so idle waiting adds little CPU time).
+enum class BenchClock { Wall, CpuPerThread };
 
 // Roofs measured on this machine with `threads` threads.
 struct MachineRoofs {
@@ -17,7 +24,7 @@ struct MachineRoofs {
     double fma_gflops = 0;     // independent FP32 FMA chains (AVX2), all threads
     int threads = 0;
 };
-MachineRoofs measure_roofs(ThreadPool& pool);
+MachineRoofs measure_roofs(ThreadPool& pool, BenchClock clock = BenchClock::Wall);
 
 struct MatmulBenchCase {
     DType type;
@@ -26,7 +33,8 @@ struct MatmulBenchCase {
 
 struct MatmulBenchResult {
     MatmulBenchCase c;
-    double seconds = 0;        // best of the repetitions, one call
+    double seconds = 0;        // best of the repetitions, one call, by the chosen clock
+    double wall_seconds = 0;   // wall time of that call
     double weight_gbps = 0;    // weight bytes / time
     double gflops = 0;         // 2 M N K / time
     bool cold = false;         // weights streamed from DRAM (several copies cycled past the L3)
@@ -40,11 +48,11 @@ std::vector<MatmulBenchCase> default_matmul_cases(const std::vector<DType>& type
 // For M = 1 the weights are cycled through enough copies (> 2 x L3) that every call reads them
 // from memory, as decode does.
 std::vector<MatmulBenchResult> run_matmul_bench(const std::vector<MatmulBenchCase>& cases, ThreadPool& pool,
-                                                double min_seconds);
+                                                double min_seconds, BenchClock clock = BenchClock::Wall);
 
 // Markdown report: machine, roofs, one table row per result.
 std::string format_kernel_bench(const MachineRoofs& roofs, const std::vector<MatmulBenchResult>& results,
-                                const std::string& command);
+                                const std::string& command, BenchClock clock = BenchClock::Wall);
 
 // Random but valid weights of `type` (finite block scales), rows x cols, for benchmarks.
 std::vector<uint8_t> random_weights(DType type, int64_t rows, int64_t cols, uint32_t seed);
