@@ -34,15 +34,21 @@ ConvBuffers& conv_buffers() {
     return b;
 }
 
-// acc (6 x 16) over input channels [ci0, ci1) of one output row tile.
+// acc (6 x 16) over input channels [ci0, ci1) of one output row tile. tap_off[kx]: offset of
+// tap kx inside a phase-split padded row ((kx % s) * Wq + kx / s, precomputed: no division here).
 void conv_tile(const float* panel, const float* pad, int64_t ci0, int64_t ci1, int KH, int KW, int s, int64_t Hp,
-               int64_t Wq, int64_t iy0, int64_t ox0, __m256 acc[CO][2]) {
+               int64_t Wq, int64_t iy0, int64_t ox0, const int64_t* tap_off, __m256 out[CO][2]) {
+    // local accumulators: __m256 may alias float, so updating `out` in the loop would force a
+    // store after every FMA
+    __m256 acc[CO][2];
+    HG_UNROLL
+    for (int r = 0; r < CO; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
     const float* w = panel + ci0 * KH * KW * CO;
     for (int64_t ci = ci0; ci < ci1; ++ci)
         for (int ky = 0; ky < KH; ++ky) {
-            const float* row = pad + ((ci * Hp + iy0 + ky) * s) * Wq;
+            const float* row = pad + ((ci * Hp + iy0 + ky) * s) * Wq + ox0;
             for (int kx = 0; kx < KW; ++kx, w += CO) {
-                const float* src = row + (kx % s) * Wq + ox0 + kx / s;
+                const float* src = row + tap_off[kx];
                 const __m256 x0 = _mm256_loadu_ps(src), x1 = _mm256_loadu_ps(src + 8);
                 HG_UNROLL
                 for (int r = 0; r < CO; ++r) {
@@ -52,6 +58,11 @@ void conv_tile(const float* panel, const float* pad, int64_t ci0, int64_t ci1, i
                 }
             }
         }
+    HG_UNROLL
+    for (int r = 0; r < CO; ++r) {
+        out[r][0] = acc[r][0];
+        out[r][1] = acc[r][1];
+    }
 }
 
 }  // namespace
@@ -111,6 +122,8 @@ void conv2d(float* out, const float* in, int64_t Cin, int64_t H, int64_t W, cons
     });
 
     const int64_t n_tiles = (Wo + PX - 1) / PX;
+    std::vector<int64_t> tap_off(KW);
+    for (int kx = 0; kx < KW; ++kx) tap_off[kx] = (kx % s) * Wq + kx / s;
     pool.parallel_for(Ho * n_cob, [&](int64_t i0, int64_t i1, int) {
         for (int64_t item = i0; item < i1; ++item) {
             const int64_t oy = item / n_cob, cob = item % n_cob;
@@ -124,7 +137,7 @@ void conv2d(float* out, const float* in, int64_t Cin, int64_t H, int64_t W, cons
                     __m256 acc[CO][2];
                     HG_UNROLL
                     for (int r = 0; r < CO; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-                    conv_tile(panel, pad, ci0, ci1, KH, KW, s, Hp, Wq, oy * s, ox0, acc);
+                    conv_tile(panel, pad, ci0, ci1, KH, KW, s, Hp, Wq, oy * s, ox0, tap_off.data(), acc);
                     for (int r = 0; r < rows; ++r) {
                         const int64_t co = cob * CO + r;
                         float* o = out + (co * Ho + oy) * Wo + ox0;

@@ -425,7 +425,8 @@ void pack_q4_0(uint8_t* dst, const uint8_t* W, size_t wrow, int rows, int64_t nb
 // y[m, 0..7] (+)= panel · a_m for MR rows; a: Q8_0 rows, asum: per-block sums of the quants.
 template <int MR>
 void kernel_q4_0(const uint8_t* panel, const block_q8_0* const* a, const int32_t* const* asum, int64_t nb,
-                 __m256* acc) {
+                 __m256* out) {
+    __m256 acc[MR];  // local: __m256 may alias the loads, so `out` is written once at the end
     const __m256i ones = _mm256_set1_epi16(1);
     HG_UNROLL
     for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps();
@@ -449,6 +450,8 @@ void kernel_q4_0(const uint8_t* panel, const block_q8_0* const* a, const int32_t
                                      acc[m]);
         }
     }
+    HG_UNROLL
+    for (int m = 0; m < MR; ++m) out[m] = acc[m];
 }
 
 // ---- Q8_0: per block: 256 bytes |w|, 256 bytes w, 8 floats d.
@@ -475,7 +478,8 @@ void pack_q8_0(uint8_t* dst, const uint8_t* W, size_t wrow, int rows, int64_t nb
 }
 
 template <int MR>
-void kernel_q8_0(const uint8_t* panel, const block_q8_0* const* a, const int32_t* const*, int64_t nb, __m256* acc) {
+void kernel_q8_0(const uint8_t* panel, const block_q8_0* const* a, const int32_t* const*, int64_t nb, __m256* out) {
+    __m256 acc[MR];  // local: __m256 may alias the loads, so `out` is written once at the end
     const __m256i ones = _mm256_set1_epi16(1);
     HG_UNROLL
     for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps();
@@ -499,6 +503,8 @@ void kernel_q8_0(const uint8_t* panel, const block_q8_0* const* a, const int32_t
             acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[m]), _mm256_mul_ps(dw, _mm256_set1_ps(_cvtsh_ss(a[m][b].d))),
                                      acc[m]);
     }
+    HG_UNROLL
+    for (int m = 0; m < MR; ++m) out[m] = acc[m];
 }
 
 // ---- Q4_K: per super-block: 2048 bytes q (0..15); 8 x 32 bytes scale vectors (int16 pairs
@@ -541,7 +547,8 @@ void pack_q4_K(uint8_t* dst, const uint8_t* W, size_t wrow, int rows, int64_t nb
 // a32: per activation row, per super-block, the 8 sums of 32 quants as int16 (from bsums).
 template <int MR>
 void kernel_q4_K(const uint8_t* panel, const block_q8_K* const* a, const int16_t* const* a32, int64_t nb,
-                 __m256* acc) {
+                 __m256* out) {
+    __m256 acc[MR];  // local: __m256 may alias the loads, so `out` is written once at the end
     HG_UNROLL
     for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b, panel += kQ4KPanelBlock) {
@@ -581,6 +588,8 @@ void kernel_q4_K(const uint8_t* panel, const block_q8_K* const* a, const int16_t
             acc[m] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(ms), _mm256_mul_ps(dmin, da), acc[m]);
         }
     }
+    HG_UNROLL
+    for (int m = 0; m < MR; ++m) out[m] = acc[m];
 }
 
 // ---- Q6_K: per super-block: 2048 bytes q (0..63); 16 x 32 bytes scale vectors (int16 pairs
@@ -628,7 +637,8 @@ void pack_q6_K(uint8_t* dst, const uint8_t* W, size_t wrow, int rows, int64_t nb
 }
 
 template <int MR>
-void kernel_q6_K(const uint8_t* panel, const block_q8_K* const* a, const int16_t* const*, int64_t nb, __m256* acc) {
+void kernel_q6_K(const uint8_t* panel, const block_q8_K* const* a, const int16_t* const*, int64_t nb, __m256* out) {
+    __m256 acc[MR];  // local: __m256 may alias the loads, so `out` is written once at the end
     HG_UNROLL
     for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; ++b, panel += kQ6KPanelBlock) {
@@ -666,6 +676,8 @@ void kernel_q6_K(const uint8_t* panel, const block_q8_K* const* a, const int16_t
         for (int m = 0; m < MR; ++m)
             acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32[m]), _mm256_mul_ps(dw, _mm256_set1_ps(a[m][b].d)), acc[m]);
     }
+    HG_UNROLL
+    for (int m = 0; m < MR; ++m) out[m] = acc[m];
 }
 
 // ---------------------------------------------------------------------------------------------
