@@ -27,6 +27,60 @@ inline float kv_at(const uint8_t* p, int d) {
     else return reinterpret_cast<const float*>(p)[d];
 }
 
+// acc[0 .. 8*NV) = acc * alpha + sum_j p[j] * v_j[0 .. 8*NV), with the NV accumulator vectors
+// in registers across the block of keys.
+template <bool F16, int NV>
+inline void accumulate_v(float* acc, const float* p, int nb, const uint8_t* vr0, size_t kv_stride, int d0, float alpha) {
+    __m256 a[NV];
+    const __m256 va = _mm256_set1_ps(alpha);
+    HG_UNROLL
+    for (int c = 0; c < NV; ++c) a[c] = _mm256_mul_ps(_mm256_loadu_ps(acc + d0 + 8 * c), va);
+    for (int j = 0; j < nb; ++j) {
+        const uint8_t* vr = vr0 + j * kv_stride;
+        const __m256 pj = _mm256_set1_ps(p[j]);
+        HG_UNROLL
+        for (int c = 0; c < NV; ++c) a[c] = _mm256_fmadd_ps(pj, load_kv<F16>(vr, d0 + 8 * c), a[c]);
+    }
+    HG_UNROLL
+    for (int c = 0; c < NV; ++c) _mm256_storeu_ps(acc + d0 + 8 * c, a[c]);
+}
+
+template <bool F16>
+void accumulate_v_chunk(float* acc, const float* p, int nb, const uint8_t* vr0, size_t kv_stride, int d0, int nv,
+                        float alpha) {
+    switch (nv) {
+        case 1: return accumulate_v<F16, 1>(acc, p, nb, vr0, kv_stride, d0, alpha);
+        case 2: return accumulate_v<F16, 2>(acc, p, nb, vr0, kv_stride, d0, alpha);
+        case 3: return accumulate_v<F16, 3>(acc, p, nb, vr0, kv_stride, d0, alpha);
+        case 4: return accumulate_v<F16, 4>(acc, p, nb, vr0, kv_stride, d0, alpha);
+        case 5: return accumulate_v<F16, 5>(acc, p, nb, vr0, kv_stride, d0, alpha);
+        case 6: return accumulate_v<F16, 6>(acc, p, nb, vr0, kv_stride, d0, alpha);
+        case 7: return accumulate_v<F16, 7>(acc, p, nb, vr0, kv_stride, d0, alpha);
+        default: return accumulate_v<F16, 8>(acc, p, nb, vr0, kv_stride, d0, alpha);
+    }
+}
+
+// 4 scores at once: q . k_j for keys j0..j0+3 (D8 = D rounded down to 8; the tail is scalar).
+template <bool F16>
+inline void dot4(const float* qi, const uint8_t* k0, size_t kv_stride, int D, float* out) {
+    const int D8 = D & ~7;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int d = 0; d < D8; d += 8) {
+        const __m256 qv = _mm256_loadu_ps(qi + d);
+        a0 = _mm256_fmadd_ps(qv, load_kv<F16>(k0, d), a0);
+        a1 = _mm256_fmadd_ps(qv, load_kv<F16>(k0 + kv_stride, d), a1);
+        a2 = _mm256_fmadd_ps(qv, load_kv<F16>(k0 + 2 * kv_stride, d), a2);
+        a3 = _mm256_fmadd_ps(qv, load_kv<F16>(k0 + 3 * kv_stride, d), a3);
+    }
+    // horizontal sums of the four: hadd pairs, then add the 128-bit halves
+    const __m256 h01 = _mm256_hadd_ps(a0, a1), h23 = _mm256_hadd_ps(a2, a3);
+    const __m256 h = _mm256_hadd_ps(h01, h23);  // lanes: s0 s1 s2 s3 | s0 s1 s2 s3 (halves)
+    const __m128 r = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    _mm_storeu_ps(out, r);
+    for (int d = D8; d < D; ++d)
+        for (int j = 0; j < 4; ++j) out[j] += qi[d] * kv_at<F16>(k0 + j * kv_stride, d);
+}
+
 template <bool F16>
 void attend_one(float* o, const float* qi, const uint8_t* kbase, const uint8_t* vbase, size_t kv_stride, int64_t j0,
                 int64_t j1, int D, float scale, float* acc) {
@@ -37,27 +91,27 @@ void attend_one(float* o, const float* qi, const uint8_t* kbase, const uint8_t* 
     for (int64_t jb = j0; jb < j1; jb += kBlock) {
         const int nb = static_cast<int>(std::min<int64_t>(kBlock, j1 - jb));
         // scores s[j] = q . k_j * scale
-        float bmax = -INFINITY;
-        for (int j = 0; j < nb; ++j) {
+        int j = 0;
+        for (; j + 4 <= nb; j += 4) dot4<F16>(qi, kbase + (jb + j) * kv_stride, kv_stride, D, s + j);
+        for (; j < nb; ++j) {
             const uint8_t* kr = kbase + (jb + j) * kv_stride;
-            __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-            int d = 0;
-            for (; d + 16 <= D8; d += 16) {
-                a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qi + d), load_kv<F16>(kr, d), a0);
-                a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qi + d + 8), load_kv<F16>(kr, d + 8), a1);
-            }
-            for (; d < D8; d += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qi + d), load_kv<F16>(kr, d), a0);
-            float dot = hsum(_mm256_add_ps(a0, a1));
-            for (; d < D; ++d) dot += qi[d] * kv_at<F16>(kr, d);
-            s[j] = dot * scale;
+            __m256 a0 = _mm256_setzero_ps();
+            for (int d = 0; d < D8; d += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qi + d), load_kv<F16>(kr, d), a0);
+            float dot = hsum(a0);
+            for (int d = D8; d < D; ++d) dot += qi[d] * kv_at<F16>(kr, d);
+            s[j] = dot;
+        }
+        float bmax = -INFINITY;
+        for (j = 0; j < nb; ++j) {
+            s[j] *= scale;
             bmax = std::max(bmax, s[j]);
         }
         // online softmax update
         const float m_new = std::max(m, bmax);
         const float alpha = _mm256_cvtss_f32(exp_ps(_mm256_set1_ps(m - m_new)));  // 0 on the first block
-        int j = 0;
         const __m256 vm = _mm256_set1_ps(m_new);
         __m256 lsum = _mm256_setzero_ps();
+        j = 0;
         for (; j + 8 <= nb; j += 8) {
             const __m256 p = exp_ps(_mm256_sub_ps(_mm256_load_ps(s + j), vm));
             _mm256_store_ps(s + j, p);
@@ -70,16 +124,13 @@ void attend_one(float* o, const float* qi, const uint8_t* kbase, const uint8_t* 
         }
         l = l * alpha + ls;
         m = m_new;
-        // acc = acc * alpha + sum_j p_j v_j
-        const __m256 va = _mm256_set1_ps(alpha);
-        for (int d = 0; d < D8; d += 8) _mm256_storeu_ps(acc + d, _mm256_mul_ps(_mm256_loadu_ps(acc + d), va));
-        for (int d = D8; d < D; ++d) acc[d] *= alpha;
-        for (j = 0; j < nb; ++j) {
-            const uint8_t* vr = vbase + (jb + j) * kv_stride;
-            const __m256 p = _mm256_set1_ps(s[j]);
-            for (int d = 0; d < D8; d += 8)
-                _mm256_storeu_ps(acc + d, _mm256_fmadd_ps(p, load_kv<F16>(vr, d), _mm256_loadu_ps(acc + d)));
-            for (int d = D8; d < D; ++d) acc[d] += s[j] * kv_at<F16>(vr, d);
+        // acc = acc * alpha + sum_j p_j v_j, 64 floats at a time in registers
+        const uint8_t* vr0 = vbase + jb * kv_stride;
+        for (int d0 = 0; d0 < D8; d0 += 64) accumulate_v_chunk<F16>(acc, s, nb, vr0, kv_stride, d0, std::min(8, (D8 - d0) / 8), alpha);
+        for (int d = D8; d < D; ++d) {
+            float t = acc[d] * alpha;
+            for (j = 0; j < nb; ++j) t += s[j] * kv_at<F16>(vr0 + j * kv_stride, d);
+            acc[d] = t;
         }
     }
     const float inv = l > 0 ? 1.0f / l : 0.0f;
