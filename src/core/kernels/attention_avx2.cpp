@@ -1,7 +1,8 @@
-// AVX2 attention: flash-style online softmax, one (query row, head) per work item, keys visited
-// in blocks of 32 within the visible range only (causal / sliding window bounds computed, not
-// masked), K/V read in F32 or F16 (converted exactly with F16C). No score matrix is kept: per
-// work item a block of 32 scores and one head_dim accumulator live in thread-local scratch.
+// AVX2 attention: flash-style online softmax. Threads split the (query row, head) pairs; the heads
+// of one query row that a thread holds advance together over blocks of 32 keys, within the visible
+// range only (causal / sliding-window bounds computed, not masked). K/V in F32 or F16 (converted
+// exactly with F16C). No score matrix is kept: a block of 32 scores and one head_dim accumulator
+// per head live in thread-local scratch.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -81,60 +82,79 @@ inline void dot4(const float* qi, const uint8_t* k0, size_t kv_stride, int D, fl
         for (int j = 0; j < 4; ++j) out[j] += qi[d] * kv_at<F16>(k0 + j * kv_stride, d);
 }
 
+// One block of nb keys (rows kr0, vr0 onwards) for one head: scores, online softmax update of
+// (m, l), acc = acc * alpha + sum_j p_j v_j.
 template <bool F16>
-void attend_one(float* o, const float* qi, const uint8_t* kbase, const uint8_t* vbase, size_t kv_stride, int64_t j0,
-                int64_t j1, int D, float scale, float* acc) {
+void attend_block(float* acc, float& m, float& l, const float* qi, const uint8_t* kr0, const uint8_t* vr0,
+                  size_t kv_stride, int nb, int D, float scale) {
     const int D8 = D & ~7;
-    for (int d = 0; d < D; ++d) acc[d] = 0;
-    float m = -INFINITY, l = 0;
     alignas(32) float s[kBlock];
+    int j = 0;
+    for (; j + 4 <= nb; j += 4) dot4<F16>(qi, kr0 + j * kv_stride, kv_stride, D, s + j);
+    for (; j < nb; ++j) {
+        const uint8_t* kr = kr0 + j * kv_stride;
+        __m256 a0 = _mm256_setzero_ps();
+        for (int d = 0; d < D8; d += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qi + d), load_kv<F16>(kr, d), a0);
+        float dot = hsum(a0);
+        for (int d = D8; d < D; ++d) dot += qi[d] * kv_at<F16>(kr, d);
+        s[j] = dot;
+    }
+    float bmax = -INFINITY;
+    for (j = 0; j < nb; ++j) {
+        s[j] *= scale;
+        bmax = std::max(bmax, s[j]);
+    }
+    const float m_new = std::max(m, bmax);
+    const float alpha = _mm256_cvtss_f32(exp_ps(_mm256_set1_ps(m - m_new)));  // 0 on the first block
+    const __m256 vm = _mm256_set1_ps(m_new);
+    __m256 lsum = _mm256_setzero_ps();
+    j = 0;
+    for (; j + 8 <= nb; j += 8) {
+        const __m256 p = exp_ps(_mm256_sub_ps(_mm256_load_ps(s + j), vm));
+        _mm256_store_ps(s + j, p);
+        lsum = _mm256_add_ps(lsum, p);
+    }
+    float ls = hsum(lsum);
+    for (; j < nb; ++j) {
+        s[j] = _mm256_cvtss_f32(exp_ps(_mm256_set1_ps(s[j] - m_new)));
+        ls += s[j];
+    }
+    l = l * alpha + ls;
+    m = m_new;
+    for (int d0 = 0; d0 < D8; d0 += 64)
+        accumulate_v_chunk<F16>(acc, s, nb, vr0, kv_stride, d0, std::min(8, (D8 - d0) / 8), alpha);
+    for (int d = D8; d < D; ++d) {
+        float t = acc[d] * alpha;
+        for (j = 0; j < nb; ++j) t += s[j] * kv_at<F16>(vr0 + j * kv_stride, d);
+        acc[d] = t;
+    }
+}
+
+// Query row i, heads [h0, h1): the heads advance together block by block, so each block of KV
+// rows is read once, front to back, for all of them (one head at a time would walk the rows
+// with a stride of a whole KV row and miss the TLB at long context).
+template <bool F16>
+void attend_heads(float* out, const float* qi_row, const uint8_t* k, const uint8_t* v, size_t kv_stride, int64_t j0,
+                  int64_t j1, int h0, int h1, int group, int D, size_t esize, float scale, float* acc, float* ml) {
+    const int nh = h1 - h0;
+    for (int t = 0; t < nh * D; ++t) acc[t] = 0;
+    for (int t = 0; t < nh; ++t) {
+        ml[2 * t] = -INFINITY;
+        ml[2 * t + 1] = 0;
+    }
     for (int64_t jb = j0; jb < j1; jb += kBlock) {
         const int nb = static_cast<int>(std::min<int64_t>(kBlock, j1 - jb));
-        // scores s[j] = q . k_j * scale
-        int j = 0;
-        for (; j + 4 <= nb; j += 4) dot4<F16>(qi, kbase + (jb + j) * kv_stride, kv_stride, D, s + j);
-        for (; j < nb; ++j) {
-            const uint8_t* kr = kbase + (jb + j) * kv_stride;
-            __m256 a0 = _mm256_setzero_ps();
-            for (int d = 0; d < D8; d += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qi + d), load_kv<F16>(kr, d), a0);
-            float dot = hsum(a0);
-            for (int d = D8; d < D; ++d) dot += qi[d] * kv_at<F16>(kr, d);
-            s[j] = dot;
-        }
-        float bmax = -INFINITY;
-        for (j = 0; j < nb; ++j) {
-            s[j] *= scale;
-            bmax = std::max(bmax, s[j]);
-        }
-        // online softmax update
-        const float m_new = std::max(m, bmax);
-        const float alpha = _mm256_cvtss_f32(exp_ps(_mm256_set1_ps(m - m_new)));  // 0 on the first block
-        const __m256 vm = _mm256_set1_ps(m_new);
-        __m256 lsum = _mm256_setzero_ps();
-        j = 0;
-        for (; j + 8 <= nb; j += 8) {
-            const __m256 p = exp_ps(_mm256_sub_ps(_mm256_load_ps(s + j), vm));
-            _mm256_store_ps(s + j, p);
-            lsum = _mm256_add_ps(lsum, p);
-        }
-        float ls = hsum(lsum);
-        for (; j < nb; ++j) {
-            s[j] = _mm256_cvtss_f32(exp_ps(_mm256_set1_ps(s[j] - m_new)));
-            ls += s[j];
-        }
-        l = l * alpha + ls;
-        m = m_new;
-        // acc = acc * alpha + sum_j p_j v_j, 64 floats at a time in registers
-        const uint8_t* vr0 = vbase + jb * kv_stride;
-        for (int d0 = 0; d0 < D8; d0 += 64) accumulate_v_chunk<F16>(acc, s, nb, vr0, kv_stride, d0, std::min(8, (D8 - d0) / 8), alpha);
-        for (int d = D8; d < D; ++d) {
-            float t = acc[d] * alpha;
-            for (j = 0; j < nb; ++j) t += s[j] * kv_at<F16>(vr0 + j * kv_stride, d);
-            acc[d] = t;
+        for (int h = h0; h < h1; ++h) {
+            const size_t off = jb * kv_stride + (size_t)(h / group) * D * esize;
+            attend_block<F16>(acc + (h - h0) * D, ml[2 * (h - h0)], ml[2 * (h - h0) + 1], qi_row + (size_t)h * D, k + off,
+                              v + off, kv_stride, nb, D, scale);
         }
     }
-    const float inv = l > 0 ? 1.0f / l : 0.0f;
-    for (int d = 0; d < D; ++d) o[d] = acc[d] * inv;
+    for (int h = h0; h < h1; ++h) {
+        const float l = ml[2 * (h - h0) + 1];
+        const float inv = l > 0 ? 1.0f / l : 0.0f;
+        for (int d = 0; d < D; ++d) out[(size_t)h * D + d] = acc[(h - h0) * D + d] * inv;
+    }
 }
 
 }  // namespace
@@ -148,26 +168,31 @@ void attention(float* out, const float* q, int64_t n_q, size_t q_stride, const v
     const int group = p.n_head / p.n_kv_head;
     const size_t esize = kv_type == DType::F16 ? 2 : 4;
     pool.parallel_for(n_q * p.n_head, [&](int64_t b, int64_t e, int) {
-        static thread_local std::vector<float> acc;
-        if ((int)acc.size() < D) acc.resize(D);
-        for (int64_t ih = b; ih < e; ++ih) {
+        static thread_local std::vector<float> acc, ml;
+        for (int64_t ih = b; ih < e;) {
             const int64_t i = ih / p.n_head;
-            const int h = static_cast<int>(ih % p.n_head), kvh = h / group;
+            const int h0 = static_cast<int>(ih % p.n_head);
+            const int h1 = static_cast<int>(std::min<int64_t>(p.n_head, h0 + (e - ih)));
+            ih += h1 - h0;
+            if ((int64_t)acc.size() < (int64_t)(h1 - h0) * D) acc.resize((size_t)(h1 - h0) * D);
+            if ((int)ml.size() < 2 * (h1 - h0)) ml.resize(2 * (h1 - h0));
             const int64_t pos = p.q_pos0 + i;
             // visible keys: j <= pos (causal) and j > pos - window (sliding window)
             int64_t j0 = 0, j1 = n_kv;
             if (p.causal) j1 = std::min<int64_t>(n_kv, pos + 1);
             if (p.window > 0) j0 = std::max<int64_t>(0, pos - p.window + 1);
-            float* o = out + (i * p.n_head + h) * D;
+            float* o = out + i * p.n_head * D;
             if (j0 >= j1) {
-                std::fill(o, o + D, 0.0f);
+                std::fill(o + (size_t)h0 * D, o + (size_t)h1 * D, 0.0f);
                 continue;
             }
-            const uint8_t* kb = static_cast<const uint8_t*>(k) + (size_t)kvh * D * esize;
-            const uint8_t* vb = static_cast<const uint8_t*>(v) + (size_t)kvh * D * esize;
-            const float* qi = q + i * q_stride + (size_t)h * D;
-            if (kv_type == DType::F16) attend_one<true>(o, qi, kb, vb, kv_stride, j0, j1, D, p.scale, acc.data());
-            else attend_one<false>(o, qi, kb, vb, kv_stride, j0, j1, D, p.scale, acc.data());
+            const float* qi = q + i * q_stride;
+            const auto* kb = static_cast<const uint8_t*>(k);
+            const auto* vb = static_cast<const uint8_t*>(v);
+            if (kv_type == DType::F16)
+                attend_heads<true>(o, qi, kb, vb, kv_stride, j0, j1, h0, h1, group, D, esize, p.scale, acc.data(), ml.data());
+            else
+                attend_heads<false>(o, qi, kb, vb, kv_stride, j0, j1, h0, h1, group, D, esize, p.scale, acc.data(), ml.data());
         }
     });
 }
