@@ -154,6 +154,14 @@ inline uint8_t* align64(uint8_t* p) {
     return reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t(63));
 }
 
+// An empty asm that "modifies" v: the accumulations of the micro-kernels stay sequential chains.
+// Without it GCC reassociates the integer adds into a tree over all unrolled steps, which needs
+// far more registers than AVX2 has and spills.
+inline __m256i keep(__m256i v) {
+    __asm__("" : "+x"(v));
+    return v;
+}
+
 inline __m256i loadu256(const void* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
 
 inline __m256i bcast32(const void* p) {
@@ -439,7 +447,7 @@ void kernel_q4_0(const uint8_t* panel, const block_q8_0* const* a, const int32_t
             const __m256i wv = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + 32 * s));
             HG_UNROLL
             for (int m = 0; m < MR; ++m)
-                s16[m] = _mm256_add_epi16(s16[m], _mm256_maddubs_epi16(wv, bcast32(a[m][b].qs + 4 * s)));
+                s16[m] = keep(_mm256_add_epi16(s16[m], _mm256_maddubs_epi16(wv, bcast32(a[m][b].qs + 4 * s))));
         }
         const __m256 dw = _mm256_load_ps(reinterpret_cast<const float*>(panel + 256));
         HG_UNROLL
@@ -494,7 +502,7 @@ void kernel_q8_0(const uint8_t* panel, const block_q8_0* const* a, const int32_t
             HG_UNROLL
             for (int m = 0; m < MR; ++m) {
                 const __m256i p = _mm256_maddubs_epi16(wa, _mm256_sign_epi8(bcast32(a[m][b].qs + 4 * s), ws));
-                s32[m] = _mm256_add_epi32(s32[m], _mm256_madd_epi16(p, ones));
+                s32[m] = keep(_mm256_add_epi32(s32[m], _mm256_madd_epi16(p, ones)));
             }
         }
         const __m256 dw = _mm256_load_ps(reinterpret_cast<const float*>(panel + 512));
@@ -555,7 +563,8 @@ void kernel_q4_K(const uint8_t* panel, const block_q8_K* const* a, const int16_t
         __m256i s32[MR];
         HG_UNROLL
         for (int m = 0; m < MR; ++m) s32[m] = _mm256_setzero_si256();
-        HG_UNROLL
+        // not unrolled: a fully unrolled super-block spills the accumulators
+        _Pragma("GCC unroll 1")
         for (int sb = 0; sb < 8; ++sb) {
             __m256i s16[MR];
             HG_UNROLL
@@ -566,8 +575,8 @@ void kernel_q4_K(const uint8_t* panel, const block_q8_K* const* a, const int16_t
                 const __m256i wv = _mm256_load_si256(reinterpret_cast<const __m256i*>(pq + 32 * s));
                 HG_UNROLL
                 for (int m = 0; m < MR; ++m)
-                    s16[m] = _mm256_add_epi16(s16[m],
-                                              _mm256_maddubs_epi16(wv, bcast32(a[m][b].qs + 32 * sb + 4 * s)));
+                    s16[m] = keep(_mm256_add_epi16(s16[m],
+                                              _mm256_maddubs_epi16(wv, bcast32(a[m][b].qs + 32 * sb + 4 * s))));
             }
             const __m256i sv = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + 2048 + 32 * sb));
             HG_UNROLL
@@ -654,7 +663,7 @@ void kernel_q6_K(const uint8_t* panel, const block_q8_K* const* a, const int16_t
                                          bcast32(a[m][b].bsums + 2 * i)));
             s32[m] = _mm256_sub_epi32(_mm256_setzero_si256(), _mm256_slli_epi32(c, 5));
         }
-        HG_UNROLL
+        _Pragma("GCC unroll 1")
         for (int sb = 0; sb < 16; ++sb) {
             const __m256i sv = _mm256_load_si256(reinterpret_cast<const __m256i*>(panel + 2048 + 32 * sb));
             const uint8_t* pq = panel + 128 * sb;  // 4 k-steps of 32 bytes per sub-block of 16
@@ -667,7 +676,7 @@ void kernel_q6_K(const uint8_t* panel, const block_q8_K* const* a, const int16_t
                     const int8_t* aq = a[m][b].qs + 16 * sb + 8 * h;
                     const __m256i p =
                         _mm256_add_epi16(_mm256_maddubs_epi16(w0, bcast32(aq)), _mm256_maddubs_epi16(w1, bcast32(aq + 4)));
-                    s32[m] = _mm256_add_epi32(s32[m], _mm256_madd_epi16(p, sv));
+                    s32[m] = keep(_mm256_add_epi32(s32[m], _mm256_madd_epi16(p, sv)));
                 }
             }
         }
