@@ -41,7 +41,8 @@ struct Kernels {
     //    pair gives an exact integer dot product and one float term (block scales times that
     //    integer, see vec_dot_ref), and y is the float sum of the terms. Optimised paths are
     //    exact in the integers and differ from the reference only in the order and fusing
-    //    (FMA) of the float operations: |y - y_ref| <= (n_terms + 2) * 2^-24 * sum |terms|.
+    //    (FMA) of the float operations: |y - y_ref| <= (n_terms + 16) * 2^-24 * S, S being
+    //    vec_dot_ref's abs_terms (the conformance suite enforces this per element).
     //  * F32/F16/BF16 W: x stays float32 (it is NOT rounded to the weight type, unlike ggml);
     //    W is converted exactly to float32 and y = sum_k x_k * w_k. The reference sums in
     //    double; optimised paths sum in float32 in any order (|err| <= K * 2^-24 * sum |x_k w_k|).
