@@ -229,16 +229,19 @@ void dot_q4_0(const block_q4_0* w, const block_q8_0* const* a, int64_t nb, float
     for (int m = 0; m < MR; ++m) out[m] = hsum(_mm256_add_ps(acc[m][0], acc[m][1]));
 }
 
-// The 8 6-bit scales and 8 mins of a Q4_K block as bytes (sc in the low 8, m in the high 8).
-inline __m128i q4_K_scales_mins(const uint8_t* s) {
-    uint32_t w0, w1, w2;
-    std::memcpy(&w0, s, 4);
-    std::memcpy(&w1, s + 4, 4);
-    std::memcpy(&w2, s + 8, 4);
-    const uint32_t sc_lo = w0 & 0x3f3f3f3f, m_lo = w1 & 0x3f3f3f3f;
-    const uint32_t sc_hi = (w2 & 0x0f0f0f0f) | ((w0 >> 2) & 0x30303030);
-    const uint32_t m_hi = ((w2 >> 4) & 0x0f0f0f0f) | ((w1 >> 2) & 0x30303030);
-    return _mm_setr_epi32((int)sc_lo, (int)sc_hi, (int)m_lo, (int)m_hi);
+// The 8 6-bit scales and 8 mins of a Q4_K block as bytes (sc in the low 8, m in the high 8),
+// from the 12 packed bytes (see q4_K_scale_min) with 32-bit lane ops: with w0, w1, w2 the three
+// words, sc = [w0 & 0x3f.., (w2 & 0x0f..) | ((w0 >> 2) & 0x30..)], m = [w1 & 0x3f..,
+// ((w2 >> 4) & 0x0f..) | ((w1 >> 2) & 0x30..)].
+inline __m128i q4_K_scales_mins(const block_q4_K& blk) {
+    // 16 bytes from the scales: the 4 after them are the first quants (same block, never read past it)
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.scales));
+    const __m128i t1 = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0));  // w0 w2 w1 w2
+    const __m128i lo = _mm_and_si128(_mm_srlv_epi32(t1, _mm_setr_epi32(0, 0, 0, 4)),
+                                     _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
+    const __m128i t2 = _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0));  // w0 w0 w1 w1
+    const __m128i hi = _mm_and_si128(_mm_srli_epi32(t2, 2), _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
+    return _mm_or_si128(lo, hi);
 }
 
 // Per super-block: integer dots scaled per sub-block (madd with the 6-bit scale), the mins
@@ -251,11 +254,15 @@ void dot_q4_K(const block_q4_K* w, const block_q8_K* const* a, int64_t nb, float
     const __m256i lo4 = _mm256_set1_epi8(0xF);
     const __m128i dup_mins = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
     for (int64_t b = 0; b < nb; ++b) {
-        const __m128i scm = q4_K_scales_mins(w[b].scales);
+        const __m128i scm = q4_K_scales_mins(w[b]);
         // scales as int16 in both 128-bit lanes; shuffle masks broadcast scale j
         const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
         const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(scm, dup_mins));  // m0 m0 m1 m1 ...
-        const __m256 dw = _mm256_set1_ps(_cvtsh_ss(w[b].d)), dminw = _mm256_set1_ps(_cvtsh_ss(w[b].dmin));
+        // d and dmin are adjacent halves: one conversion for both
+        int32_t ddm;
+        std::memcpy(&ddm, &w[b].d, 4);
+        const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128(ddm));
+        const __m256 dw = _mm256_broadcastss_ps(dd), dminw = _mm256_broadcastss_ps(_mm_movehdup_ps(dd));
         __m256i isum[MR];
         HG_UNROLL
         for (int m = 0; m < MR; ++m) isum[m] = _mm256_setzero_si256();
