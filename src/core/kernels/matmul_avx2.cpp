@@ -805,7 +805,7 @@ void gemv_quant(DotFn<WBlock, ABlock> d1, DotFn<WBlock, ABlock> d2, DotFn<WBlock
 
 constexpr int PNF = 16;  // weight rows per float panel
 constexpr int MRF = 6;   // activation rows per float micro-kernel
-constexpr int KCF = 256; // k block of the float GEMM
+constexpr int KCF = 512; // k block of the float GEMM (16 x 512 floats = 32 KiB panel)
 
 // panel[k][16] floats for k in [k0, k0 + kc), rows past N zero: 8 x 8 blocks transposed in
 // registers (rows of 8 k -> k-major vectors of 8 rows).
