@@ -3,15 +3,16 @@
 //
 // Two paths:
 //  * GEMV (M <= 12, decode; float weights M <= 2): weights read straight from their GGUF layout,
-//    once per group of 4 activation rows; each block
-//    against every activation row (ggml-style row dot products: maddubs/madd integer dots).
-//    This path is bound by memory bandwidth; threads split N in contiguous chunks.
+//    once per group of 4 activation rows; each block is dotted with every row of the group
+//    (ggml-style row dot products: maddubs/madd integer dots). This path is bound by memory
+//    bandwidth; threads split N in contiguous chunks.
 //  * GEMM (larger M, prefill): threads split N into panels of 8 (quantized) or 16 (float) weight
 //    rows. Each panel is unpacked into an interleaved layout (for the integer types: one byte per
 //    weight, 4 consecutive k of the 8 rows side by side, so one 32-byte vector holds a k-step of
 //    all 8 rows and one maddubs against a broadcast of 4 activation bytes gives 8 rows at once;
 //    block scales laid out as vectors over the 8 rows). A register-blocked micro-kernel then runs
-//    every group of 4 activation rows over the panel, so each unpacked weight is reused M times.
+//    every group of 4 activation rows over the panel, so each unpacked weight is reused M times
+//    (activation rows in chunks that stay in the L2; see gemm_quant).
 //    The integer dots are exact; one float FMA per (block, row group) applies the scales.
 //
 // Activations are quantized once per call (bit-identical to quantize_row_q8_0/_q8_K) into
