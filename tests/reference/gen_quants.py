@@ -158,9 +158,8 @@ def main():
             # quantize: gguf-py where it can, checked against ggml; ggml otherwise
             if t in ("F16", "BF16", "Q4_0", "Q8_0"):
                 q = gguf_quantize(t, x)
-                if t in ("Q4_0", "Q8_0"):
-                    qg = ggml_quantize(t, x)
-                    assert q == qg, f"{name} {t}: gguf-py and ggml quantize differently"
+                qg = ggml_quantize(t, x)
+                assert q == qg, f"{name} {t}: gguf-py and ggml quantize differently"
             else:
                 q = ggml_quantize(t, x)
             # dequantize: gguf-py where it can, checked against ggml
