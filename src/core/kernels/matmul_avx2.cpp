@@ -974,10 +974,12 @@ void matmul(float* y, const float* x, const Tensor& W, const float* bias, int64_
         auto* aq = reinterpret_cast<block_q8_0*>(act);
         int32_t* sums = gemm ? grow(S.sums, M * nb) : nullptr;
         float* ad = gemm ? nullptr : grow(S.dscale, M * nb);
-        pool.parallel_for(M, [&](int64_t m0, int64_t m1, int) {
+        auto quant_rows = [&](int64_t m0, int64_t m1, int) {
             for (int64_t m = m0; m < m1; ++m)
                 quantize_q8_0(x + m * K, aq + m * nb, K, sums ? sums + m * nb : nullptr, ad ? ad + m * nb : nullptr);
-        });
+        };
+        if (M <= 4) quant_rows(0, M, 0);  // a few rows: not worth a pool round trip
+        else pool.parallel_for(M, quant_rows);
         if (W.type == DType::Q4_0) {
             if (gemm) gemm_quant(kGemmQ4_0, y, W, bias, M, aq, nb, sums, nb, nb, pool);
             else gemv_quant<block_q4_0, block_q8_0>(dot_q4_0<1>, dot_q4_0<2>, dot_q4_0<3>, dot_q4_0<4>, y, W, bias, M, aq, ad, nb, pool);
@@ -990,7 +992,7 @@ void matmul(float* y, const float* x, const Tensor& W, const float* bias, int64_
     auto* aq = reinterpret_cast<block_q8_K*>(act);
     int16_t* a32 = nullptr;
     if (gemm && W.type == DType::Q4_K) a32 = reinterpret_cast<int16_t*>(grow(S.sums, (M * nb * 8 + 1) / 2));
-    pool.parallel_for(M, [&](int64_t m0, int64_t m1, int) {
+    auto quant_rows = [&](int64_t m0, int64_t m1, int) {
         for (int64_t m = m0; m < m1; ++m) {
             quantize_q8_K(x + m * K, aq + m * nb, K);
             if (a32)
@@ -1000,7 +1002,9 @@ void matmul(float* y, const float* x, const Tensor& W, const float* bias, int64_
                         a32[(m * nb + b) * 8 + i] =
                             static_cast<int16_t>(aq[m * nb + b].bsums[2 * i] + aq[m * nb + b].bsums[2 * i + 1]);
         }
-    });
+    };
+    if (M <= 4) quant_rows(0, M, 0);
+    else pool.parallel_for(M, quant_rows);
     if (W.type == DType::Q4_K) {
         if (gemm) gemm_quant(kGemmQ4_K, y, W, bias, M, aq, nb, a32, nb * 8, nb, pool);
         else gemv_quant<block_q4_K, block_q8_K>(dot_q4_K<1>, dot_q4_K<2>, dot_q4_K<3>, dot_q4_K<4>, y, W, bias, M, aq, nullptr, nb, pool);
