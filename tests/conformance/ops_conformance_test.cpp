@@ -39,7 +39,9 @@ TEST(OpsConformance, Attention) {
         {1, 1, 0, 4, 4, 64, true, 0},       {1, 300, 299, 8, 8, 96, true, 0},   {37, 37, 0, 4, 4, 96, true, 0},
         {5, 40, 35, 4, 2, 64, true, 0},     {64, 64, 0, 8, 2, 128, true, 0},    {33, 33, 0, 4, 1, 40, true, 7},
         {1, 500, 499, 4, 4, 64, true, 100}, {10, 23, 0, 2, 2, 20, false, 0},    {9, 70, 61, 6, 3, 96, true, 16},
-        {3, 5, 10, 2, 2, 32, true, 0},      {17, 100, 83, 4, 4, 512, true, 0}};
+        {3, 5, 10, 2, 2, 32, true, 0},      {17, 100, 83, 4, 4, 512, true, 0},
+        // rows that see no key at all (window past the end of the KV): output 0
+        {6, 5, 20, 2, 2, 32, true, 4},      {7, 30, 0, 4, 2, 24, false, 5}, {5, 9, 3, 3, 3, 8, true, 2}};
     CONF_FOR_EACH_TABLE(T) {
         uint32_t seed = 3;
         for (const AttnCase& c : cases)
