@@ -10,7 +10,9 @@
 //    of |block scale| * |integer products| (vec_dot_ref's abs_terms; sum |x_k w_k| for the float
 //    types): the worst-case rounding of any float summation order. Also NMSE <= 1e-10.
 // Also: activation quantization bit-identical to quantize_row, and 1 vs 2 threads identical.
+#include <cstdio>
 #include <cstring>
+#include <map>
 
 #include "test_common.h"
 
@@ -48,6 +50,22 @@ void reference(const hg::Tensor& W, const float* x, const float* bias, int64_t M
         }
 }
 
+// Worst figures per (table, weight type), printed at the end of each test for the record.
+struct Worst {
+    double nmse = 0, max_rel = 0, bound_ratio = 0;
+    int cases = 0;
+};
+std::map<std::string, Worst>& worst_by_type() {
+    static std::map<std::string, Worst> w;
+    return w;
+}
+void print_worst(const char* what) {
+    for (const auto& [k, w] : worst_by_type())
+        std::printf("[ %s ] %s: %d cases, worst NMSE %.3g, worst max_rel %.3g, worst |err|/bound %.3g\n", what,
+                    k.c_str(), w.cases, w.nmse, w.max_rel, w.bound_ratio);
+    worst_by_type().clear();
+}
+
 void check_random(const hg::Kernels* T, DType type, Shape s, bool with_bias, uint32_t seed) {
     SCOPED_TRACE(std::string(T->name) + " " + hg::dtype_name(type) + " " + conf::shape_name(s.M, s.N, s.K) +
                  (with_bias ? " bias" : ""));
@@ -72,6 +90,11 @@ void check_random(const hg::Kernels* T, DType type, Shape s, bool with_bias, uin
             }
         }
         const auto e = hgtest::compare(y, ref);
+        Worst& w = worst_by_type()[std::string(T->name) + " " + hg::dtype_name(type)];
+        w.nmse = std::max(w.nmse, e.nmse);
+        w.max_rel = std::max(w.max_rel, e.max_rel);
+        w.bound_ratio = std::max(w.bound_ratio, worst_ratio);
+        w.cases += threads == 1;
         EXPECT_EQ(bad, 0) << threads << " threads: worst element " << worst << " got " << y[worst] << " ref "
                           << ref[worst] << " bound " << bound[worst] << "; " << hgtest::to_string(e);
         EXPECT_LE(e.nmse, 1e-10) << hgtest::to_string(e);
@@ -95,6 +118,7 @@ TEST(MatmulConformance, QuantizedRandomWithinRoundingBound) {
             for (Shape s : {Shape{1, 5, 32}, Shape{3, 11, 96}, Shape{9, 21, 160}, Shape{6, 3, 32}})
                 check_random(T, t, s, true, seed++);
     }
+    print_worst("quantized matmul vs reference");
 }
 
 TEST(MatmulConformance, FloatRandomWithinRoundingBound) {
@@ -109,6 +133,7 @@ TEST(MatmulConformance, FloatRandomWithinRoundingBound) {
                 ++seed;
             }
     }
+    print_worst("float matmul vs reference");
 }
 
 // ---- exact checks

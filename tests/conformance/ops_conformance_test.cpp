@@ -10,6 +10,7 @@
 //    |ref| + 2^-22 * |x| (erf/tanh absolute error ~1e-7, the 1 + erf cancellation for x < 0).
 //  * rope, add, mul, scale: bit-identical.
 // Also 1 vs 2 threads bit-identical for the threaded ops.
+#include <cstdio>
 #include <cstring>
 
 #include "test_common.h"
@@ -42,6 +43,8 @@ TEST(OpsConformance, Attention) {
         {3, 5, 10, 2, 2, 32, true, 0},      {17, 100, 83, 4, 4, 512, true, 0},
         // rows that see no key at all (window past the end of the KV): output 0
         {6, 5, 20, 2, 2, 32, true, 4},      {7, 30, 0, 4, 2, 24, false, 5}, {5, 9, 3, 3, 3, 8, true, 2}};
+    double worst_nmse = 0, worst_abs = 0;
+    int n_cases = 0;
     CONF_FOR_EACH_TABLE(T) {
         uint32_t seed = 3;
         for (const AttnCase& c : cases)
@@ -77,12 +80,17 @@ TEST(OpsConformance, Attention) {
                 T->attention(got1.data(), q.data(), c.n_q, q_stride, kb.data(), vb.data(), kt, c.n_kv, kv_stride, p, p1);
                 T->attention(got2.data(), q.data(), c.n_q, q_stride, kb.data(), vb.data(), kt, c.n_kv, kv_stride, p, p2);
                 const auto e = hgtest::compare(got1, ref);
+                worst_nmse = std::max(worst_nmse, e.nmse);
+                worst_abs = std::max(worst_abs, e.max_abs / vmax);
+                ++n_cases;
                 EXPECT_LE(e.max_abs, 1e-5 * vmax) << hgtest::to_string(e);
                 EXPECT_LE(e.nmse, 1e-10) << hgtest::to_string(e);
                 EXPECT_EQ(e.n_nonfinite, 0u);
                 expect_bitwise(got1, got2, "1 vs 2 threads");
             }
     }
+    std::printf("[ attention vs reference ] %d cases, worst NMSE %.3g, worst max_abs/max|V| %.3g\n", n_cases, worst_nmse,
+                worst_abs);
 }
 
 // ---- conv2d
@@ -97,6 +105,8 @@ TEST(OpsConformance, Conv2d) {
         {3, 9, 11, 5, 3, 3, 1, 1, 1, 1, 1},   {8, 16, 16, 13, 3, 3, 2, 0, 0, 1, 1}, {17, 5, 23, 7, 1, 1, 1, 0, 0, 0, 0},
         {33, 7, 19, 6, 3, 5, 1, 1, 2, 1, 2},  {64, 12, 20, 12, 3, 3, 1, 1, 1, 1, 1}, {5, 13, 17, 4, 4, 4, 2, 1, 1, 1, 1},
         {40, 31, 9, 8, 3, 3, 2, 0, 0, 1, 1},  {2, 1, 1, 3, 1, 1, 1, 0, 0, 0, 0},    {16, 6, 40, 19, 3, 3, 1, 0, 2, 0, 0}};
+    double worst_nmse = 0, worst_ratio = 0;
+    int n_cases = 0;
     CONF_FOR_EACH_TABLE(T) {
         uint32_t seed = 70;
         for (const ConvCase& c : cases)
@@ -131,14 +141,20 @@ TEST(OpsConformance, Conv2d) {
                 int64_t bad = 0;
                 for (size_t i = 0; i < ref.size(); ++i) {
                     const double bound = (kdim + 4) * std::ldexp(1.0, -24) * mag[i] + 1e-30;
-                    if (!(std::fabs((double)got1[i] - ref[i]) <= bound)) ++bad;
+                    const double err = std::fabs((double)got1[i] - ref[i]);
+                    if (!(err <= bound)) ++bad;
+                    worst_ratio = std::max(worst_ratio, err / bound);
                 }
                 const auto e = hgtest::compare(got1, ref);
+                worst_nmse = std::max(worst_nmse, e.nmse);
+                ++n_cases;
                 EXPECT_EQ(bad, 0) << hgtest::to_string(e);
                 EXPECT_LE(e.nmse, 1e-12) << hgtest::to_string(e);
                 expect_bitwise(got1, got2, "1 vs 2 threads");
             }
     }
+    std::printf("[ conv2d vs reference ] %d cases, worst NMSE %.3g, worst |err|/bound %.3g\n", n_cases, worst_nmse,
+                worst_ratio);
 }
 
 // ---- row-wise ops
