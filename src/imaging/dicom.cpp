@@ -404,6 +404,39 @@ void rle_decode(const gdcm::DataSet& ds, const DicomInfo& info, std::vector<uint
     }
 }
 
+// PALETTE COLOR: index → (R, G, B) through the three LUTs, as pydicom's apply_color_lut does
+// (index clipped to the table; 8- or 16-bit entries by the data length). Afterwards the pixels
+// are RGB with the table's depth, and info says 3 samples of that many bits.
+void apply_palette(const gdcm::DataSet& ds, DicomInfo& info, PixelData& px, const std::string& name) {
+    if (ds.FindDataElement(gdcm::Tag(0x0028, 0x1221)))
+        fail("%s: segmented palette colour tables are not supported", name.c_str());
+    int entries = 0, first = 0, bits = 0;
+    bool sgn = info.pixel_representation == 1;
+    if (!read_lut_descriptor(get_bytes(&ds, 0x0028, 0x1101), sgn, entries, first, bits))
+        fail("%s: PALETTE COLOR without a valid Red Palette Color Lookup Table Descriptor", name.c_str());
+    std::vector<uint8_t> lut[3] = {get_bytes(&ds, 0x0028, 0x1201), get_bytes(&ds, 0x0028, 0x1202), get_bytes(&ds, 0x0028, 0x1203)};
+    size_t bytes_per_entry = lut[0].size() / size_t(entries);
+    if ((bytes_per_entry != 1 && bytes_per_entry != 2) || lut[0].size() != bytes_per_entry * entries)
+        fail("%s: palette table of %zu bytes does not hold %d entries", name.c_str(), lut[0].size(), entries);
+    for (int c = 1; c < 3; c++)
+        if (lut[c].size() != lut[0].size()) fail("%s: palette tables differ in length", name.c_str());
+    PixelData rgb;
+    rgb.type = bytes_per_entry == 1 ? SampleType::U8 : SampleType::U16;
+    rgb.count = px.count * 3;
+    rgb.bytes.resize(rgb.count * bytes_per_entry);
+    for (size_t i = 0; i < px.count; i++) {
+        double idx = px.at(i) - first;
+        size_t k = idx <= 0 ? 0 : idx >= entries - 1 ? size_t(entries - 1) : size_t(idx);
+        for (int c = 0; c < 3; c++)
+            std::memcpy(&rgb.bytes[(i * 3 + c) * bytes_per_entry], &lut[c][k * bytes_per_entry], bytes_per_entry);
+    }
+    px = std::move(rgb);
+    info.samples_per_pixel = 3;
+    info.bits_allocated = info.bits_stored = int(bytes_per_entry * 8);
+    info.high_bit = info.bits_stored - 1;
+    info.pixel_representation = 0;
+}
+
 }  // namespace
 
 bool looks_like_dicom(std::span<const uint8_t> h) {
@@ -636,7 +669,8 @@ static DicomImage decode(std::span<const uint8_t> bytes, const std::string& name
             std::memcpy(px.bytes.data() + i * k, &v, k);
         }
     }
-    if (info.samples_per_pixel == 3) {
+    if (palette) apply_palette(ds, info, px, name);
+    if (info.samples_per_pixel == 3 && !palette) {
         size_t ss = sample_size(st), plane = size_t(info.rows) * info.columns;
         // Planar → interleaved (native data only: decoders return interleaved samples).
         if (info.planar_configuration == 1 && !ts.IsEncapsulated()) {
