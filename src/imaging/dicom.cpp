@@ -20,6 +20,7 @@
 #include <streambuf>
 
 #include "core/error.h"
+#include "imaging/gdcm_guard.h"
 
 namespace hg::imaging {
 
@@ -99,6 +100,21 @@ bool native_pixel_value_truncated(std::span<const uint8_t> b, uint32_t vl, bool 
         if (p == 0) break;
     }
     return false;
+}
+
+// Encapsulated pixel data ends with a Sequence Delimitation Item (FFFE,E0DD). A file cut inside
+// the fragments has none after the last (7FE0,0010) with undefined length: GDCM would pad the
+// cut fragment and its decoders would return an image with a made-up part.
+bool encapsulated_pixels_truncated(std::span<const uint8_t> b) {
+    const uint8_t pix[4] = {0xE0, 0x7F, 0x10, 0x00}, undefined[4] = {0xFF, 0xFF, 0xFF, 0xFF};
+    const uint8_t delim[4] = {0xFE, 0xFF, 0xDD, 0xE0};
+    size_t start = std::string::npos;
+    for (size_t p = 0; p + 12 <= b.size(); p++)
+        if (std::memcmp(&b[p], pix, 4) == 0 && std::memcmp(&b[p + 8], undefined, 4) == 0) start = p;
+    if (start == std::string::npos) return false;  // not found: leave it to the decoder
+    for (size_t p = b.size() >= 4 ? b.size() - 4 : 0; p > start; p--)
+        if (std::memcmp(&b[p], delim, 4) == 0) return false;
+    return true;
 }
 
 std::string trim(std::string s) {
@@ -461,7 +477,7 @@ static std::optional<int> get_u16(const gdcm::DataSet& ds, uint16_t g, uint16_t 
     return int(v);
 }
 
-static DicomImage decode(std::span<const uint8_t> bytes, const std::string& name, const Limits& limits, bool pixels) {
+static DicomImage decode_inner(std::span<const uint8_t> bytes, const std::string& name, const Limits& limits, bool pixels) {
     if (int64_t(bytes.size()) > limits.max_file_bytes)
         fail("%s: file is %zu bytes, over the limit of %lld", name.c_str(), bytes.size(), (long long)limits.max_file_bytes);
     if (bytes.size() < 8) fail("%s: too short to be a DICOM file (%zu bytes)", name.c_str(), bytes.size());
@@ -611,6 +627,8 @@ static DicomImage decode(std::span<const uint8_t> bytes, const std::string& name
             }
         }
     } else if (rle) {
+        if (encapsulated_pixels_truncated(bytes))
+            fail("%s: DICOM file is truncated: the compressed pixel data has no end (sequence delimiter missing)", name.c_str());
         rle_decode(ds, info, raw, name);
     } else {
         bool known = ts == gdcm::TransferSyntax::JPEGBaselineProcess1 || ts == gdcm::TransferSyntax::JPEGExtendedProcess2_4 ||
@@ -620,6 +638,8 @@ static DicomImage decode(std::span<const uint8_t> bytes, const std::string& name
         if (!known) fail("%s: transfer syntax %s (%s) is not supported", name.c_str(), info.transfer_syntax_name.c_str(), info.transfer_syntax.c_str());
         if (bal == 1 || info.float_pixels) fail("%s: compressed pixel data with %d bits allocated", name.c_str(), bal);
         if (!pde.GetSequenceOfFragments()) fail("%s: compressed pixel data is not encapsulated in fragments", name.c_str());
+        if (encapsulated_pixels_truncated(bytes))
+            fail("%s: DICOM file is truncated: the compressed pixel data has no end (sequence delimiter missing)", name.c_str());
         gdcm::Image gi;
         gi.SetNumberOfDimensions(info.frames > 1 ? 3 : 2);
         gi.SetDimension(0, unsigned(info.columns));
@@ -687,6 +707,14 @@ static DicomImage decode(std::span<const uint8_t> bytes, const std::string& name
         if (ybr && st == SampleType::U8 && !decoded_as_rgb) ybr_full_to_rgb(px.bytes.data(), plane * info.frames);
     }
     return out;
+}
+
+// Everything that calls into GDCM runs under a guard: an assert inside GDCM becomes an hg::Error.
+static DicomImage decode(std::span<const uint8_t> bytes, const std::string& name, const Limits& limits, bool pixels) {
+    GdcmGuard guard;
+    if (sigsetjmp(guard.jump, 1) != 0)
+        fail("%s: malformed DICOM file (GDCM internal check failed: %s)", name.c_str(), GdcmGuard::last_failure().c_str());
+    return decode_inner(bytes, name, limits, pixels);
 }
 
 DicomImage decode_dicom(std::span<const uint8_t> bytes, const std::string& name, const Limits& limits) {

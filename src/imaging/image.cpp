@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include <jpeglib.h>
+#include <jerror.h>
 #include <png.h>
 #include <tiffio.h>
 
@@ -240,13 +241,18 @@ struct JpegErr {
     jpeg_error_mgr mgr;
     jmp_buf jump;
     char msg[JMSG_LENGTH_MAX];
+    bool truncated;
 };
 void jpeg_on_error(j_common_ptr cinfo) {
     auto* e = reinterpret_cast<JpegErr*>(cinfo->err);
     (*cinfo->err->format_message)(cinfo, e->msg);
     longjmp(e->jump, 1);
 }
-void jpeg_on_message(j_common_ptr, int) {}
+// Warnings (level −1) are counted by libjpeg; a stream that ends early is one (JWRN_JPEG_EOF), and
+// then libjpeg fills the rest of the image with grey. Pillow refuses such files; so do we.
+void jpeg_on_message(j_common_ptr cinfo, int level) {
+    if (level == -1 && cinfo->err->msg_code == JWRN_JPEG_EOF) reinterpret_cast<JpegErr*>(cinfo->err)->truncated = true;
+}
 }  // namespace
 
 static RasterImage decode_jpeg(std::span<const uint8_t> bytes, const std::string& name, const Limits& limits) {
@@ -311,6 +317,7 @@ static RasterImage decode_jpeg(std::span<const uint8_t> bytes, const std::string
     jpeg_destroy_decompress(&cinfo);
     if (too_big) check_image_size(cinfo.image_width, cinfo.image_height, limits, name);
     if (!ok) fail("%s: JPEG: %s", name.c_str(), err.msg[0] ? err.msg : "cannot decode");
+    if (err.truncated) fail("%s: JPEG: image data is truncated (the file ends before the image does)", name.c_str());
     img.exif_orientation = jpeg_exif_orientation(bytes);
     return img;
 }

@@ -123,13 +123,20 @@ double apply_window(double x, const WindowCW& w) {
 
 double percentile(std::vector<float> v, double pct) {
     HG_CHECK(!v.empty(), "percentile of no values");
-    double pos = (v.size() - 1) * (pct / 100.0);
-    size_t lo = size_t(std::floor(pos));
-    if (lo >= v.size() - 1) return *std::max_element(v.begin(), v.end());
+    // numpy.percentile(method="linear") step by step: q = pct / 100; virtual index
+    // n*q + (alpha + q*(1 - alpha - beta)) - 1 with alpha = beta = 1; numpy's _lerp, which
+    // interpolates from the upper neighbour when the fraction is at least 0.5.
+    double q = pct / 100.0, n = double(v.size());
+    double vi = n * q + (1.0 + q * (1.0 - 1.0 - 1.0)) - 1.0;
+    if (vi >= n - 1) return *std::max_element(v.begin(), v.end());
+    if (vi <= 0) return *std::min_element(v.begin(), v.end());
+    size_t lo = size_t(std::floor(vi));
+    double t = vi - double(lo);
     std::nth_element(v.begin(), v.begin() + lo, v.end());
     double a = v[lo];
     double b = *std::min_element(v.begin() + lo + 1, v.end());
-    return a + (b - a) * (pos - lo);
+    double diff = b - a;
+    return t >= 0.5 ? b - diff * (1 - t) : a + diff * t;
 }
 
 // A window that maps [lo, hi] linearly onto 0..255 (LINEAR_EXACT with c, w from the range).
