@@ -32,14 +32,25 @@ if [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e lock -e partial)" ]
 fi
 for p in "${pkgs[@]}"; do
   [ -f "$dest/.done-$p" ] && continue
-  (cd "$dest/debs" && apt-get download -qq "$p") || { echo "fetch-test-data: could not download $p" >&2; continue; }
+  # apt-get warns that root downloads unsandboxed; that is expected here.
+  (cd "$dest/debs" && apt-get download -qq "$p" 2>/dev/null) || { echo "fetch-test-data: could not download $p" >&2; continue; }
   deb="$(ls -t "$dest"/debs/"${p}"_*.deb | head -1)"
   dpkg-deb -x "$deb" "$dest/$p"
+  rm -f "$deb"
   touch "$dest/.done-$p"
   echo "fetch-test-data: $p -> $dest/$p"
 done
 # InVesalius stores its example CT as a gzip tar holding a raw int16 volume and a plist.
 inv="$(find "$dest/invesalius-examples" -name 'Cranium.inv3' 2>/dev/null | head -1 || true)"
-if [ -n "$inv" ] && [ ! -d "$dest/cranium" ]; then
-  mkdir -p "$dest/cranium" && tar -xzf "$inv" -C "$dest/cranium" || echo "fetch-test-data: could not unpack $inv" >&2
+if [ -n "$inv" ] && [ ! -f "$dest/cranium/matrix.dat" ]; then
+  tmp="$(mktemp -d)"
+  if tar -xzf "$inv" -C "$tmp"; then
+    mkdir -p "$dest/cranium"
+    find "$tmp" -name 'matrix.dat' -o -name 'main.plist' | while read -r f; do mv "$f" "$dest/cranium/"; done
+  else
+    echo "fetch-test-data: could not unpack $inv" >&2
+  fi
+  rm -rf "$tmp"
 fi
+# Only the examples of dicom3tools are needed, not its programs.
+rm -rf "$dest/dicom3tools/usr/bin" 2>/dev/null || true

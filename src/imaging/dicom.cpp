@@ -714,7 +714,15 @@ static DicomImage decode(std::span<const uint8_t> bytes, const std::string& name
     GdcmGuard guard;
     if (sigsetjmp(guard.jump, 1) != 0)
         fail("%s: malformed DICOM file (GDCM internal check failed: %s)", name.c_str(), GdcmGuard::last_failure().c_str());
-    return decode_inner(bytes, name, limits, pixels);
+    try {
+        return decode_inner(bytes, name, limits, pixels);
+    } catch (const Error&) {
+        throw;
+    } catch (const std::bad_alloc&) {
+        fail("%s: out of memory while reading the DICOM file", name.c_str());
+    } catch (const std::exception& e) {
+        fail("%s: malformed DICOM file (%s)", name.c_str(), e.what());
+    }
 }
 
 DicomImage decode_dicom(std::span<const uint8_t> bytes, const std::string& name, const Limits& limits) {
