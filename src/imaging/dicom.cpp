@@ -20,6 +20,7 @@
 #include <streambuf>
 
 #include "core/error.h"
+#include "imaging/dicom_scan.h"
 #include "imaging/gdcm_guard.h"
 
 namespace hg::imaging {
@@ -488,6 +489,8 @@ static DicomImage decode_inner(std::span<const uint8_t> bytes, const std::string
         return true;
     }();
     (void)quiet;
+    // 0. Our bounds check of the element structure, so that GDCM never allocates past the file.
+    scan_dicom_structure(bytes, name, limits.max_file_bytes);
     // 1. GDCM parses the data set (and inflates deflated ones). Its ImageReader is not used: it
     //    asserts on attributes it does not expect; we read and check the image attributes ourselves.
     MemBuf buf(bytes.data(), bytes.size());
