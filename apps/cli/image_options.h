@@ -25,7 +25,7 @@ inline void add_image_options(CLI::App& app, const std::shared_ptr<ImageArgs>& a
                    std::to_string(int(p.width)) + ")";
     app.add_option("--window", a->window,
                    "display window for CT/MR/X-ray values: a CT preset [" + presets +
-                       "], C,W (e.g. -600,1500), auto (the file's window, else 0.5-99.5 percentiles), "
+                       "], C,W (e.g. -600,1500), auto (the file's VOI LUT or window, else 0.5-99.5 percentiles; 8-bit images as they are), "
                        "file[:N] (the file's N-th window), minmax, or pLO,HI (percentiles)")
         ->capture_default_str();
     app.add_option("--slice", a->slice, "slice (or frame) index along --axis; default: the middle one");
@@ -36,7 +36,7 @@ inline void add_image_options(CLI::App& app, const std::shared_ptr<ImageArgs>& a
                    "as stored, NIfTI axial");
     app.add_option("--volume", a->volume, "4-D NIfTI: which volume (0-based)")->capture_default_str();
     app.add_option("--series", a->series, "folder with several DICOM series: the Series Instance UID to use");
-    app.add_option("--raw", a->raw, "the input is a headerless volume WxHxD[:type][:be], e.g. 256x256x108:int16");
+    app.add_option("--raw", a->raw, "the input is a headerless volume WxHxD[:type][:be][:sp=X,Y,Z mm], e.g. 256x256x108:int16:sp=0.96,0.96,1.5");
     app.add_flag("--no-exif", a->no_exif, "ignore the EXIF orientation of JPEG/TIFF files (as PIL's Image.open does)");
     app.add_flag("--keep-aspect", a->keep_aspect, "do not resample reformatted slices to square pixels");
 }

@@ -478,7 +478,8 @@ static std::optional<int> get_u16(const gdcm::DataSet& ds, uint16_t g, uint16_t 
     return int(v);
 }
 
-static DicomImage decode_inner(std::span<const uint8_t> bytes, const std::string& name, const Limits& limits, bool pixels) {
+static DicomImage decode_inner(std::span<const uint8_t> bytes, const std::string& name, const Limits& limits, bool pixels,
+                               GdcmGuard& guard) {
     if (int64_t(bytes.size()) > limits.max_file_bytes)
         fail("%s: file is %zu bytes, over the limit of %lld", name.c_str(), bytes.size(), (long long)limits.max_file_bytes);
     if (bytes.size() < 8) fail("%s: too short to be a DICOM file (%zu bytes)", name.c_str(), bytes.size());
@@ -595,7 +596,9 @@ static DicomImage decode_inner(std::span<const uint8_t> bytes, const std::string
     if (native_422 && (bal != 8 || info.columns % 2 != 0))
         fail("%s: native YBR_FULL_422 needs 8-bit samples and an even width", name.c_str());
     size_t stored = native_422 ? expected / 3 * 2 : expected;
+    guard.set_cap(0);  // our own buffers are sized from checked attributes
     std::vector<uint8_t> raw(expected);
+    guard.set_cap(expected * 2 + bytes.size() * 2 + (size_t(64) << 20));  // GDCM's codecs: frame buffers
     const gdcm::DataElement& pde = ds.GetDataElement(*ptag);
     bool rle = ts == gdcm::TransferSyntax::RLELossless;
     bool decoded_as_rgb = false;  // GDCM's JPEG decoders turn YBR into RGB themselves
@@ -662,6 +665,7 @@ static DicomImage decode_inner(std::span<const uint8_t> bytes, const std::string
         } catch (const std::exception& e) {
             fail("%s: cannot decode pixel data (%s): %s", name.c_str(), info.transfer_syntax_name.c_str(), e.what());
         }
+        guard.set_cap(0);
         if (!got)
             fail("%s: cannot decode pixel data (transfer syntax %s): corrupt, truncated or unsupported", name.c_str(),
                  info.transfer_syntax_name.c_str());
@@ -714,11 +718,13 @@ static DicomImage decode_inner(std::span<const uint8_t> bytes, const std::string
 
 // Everything that calls into GDCM runs under a guard: an assert inside GDCM becomes an hg::Error.
 static DicomImage decode(std::span<const uint8_t> bytes, const std::string& name, const Limits& limits, bool pixels) {
-    GdcmGuard guard;
+    // No single allocation while GDCM parses may exceed twice the input (values cannot be longer
+    // than the file) plus 64 MiB; decoding raises the cap to the image size (below).
+    GdcmGuard guard(bytes.size() * 2 + (size_t(64) << 20));
     if (sigsetjmp(guard.jump, 1) != 0)
         fail("%s: malformed DICOM file (GDCM internal check failed: %s)", name.c_str(), GdcmGuard::last_failure().c_str());
     try {
-        return decode_inner(bytes, name, limits, pixels);
+        return decode_inner(bytes, name, limits, pixels, guard);
     } catch (const Error&) {
         throw;
     } catch (const std::bad_alloc&) {

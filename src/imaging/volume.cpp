@@ -344,9 +344,13 @@ RawSpec parse_raw_spec(const std::string& text) {
         else if (part == "uint32") s.type = SampleType::U32;
         else if (part == "float32") s.type = SampleType::F32;
         else if (part == "float64") s.type = SampleType::F64;
+        else if (part.rfind("sp=", 0) == 0) {
+            if (std::sscanf(part.c_str() + 3, "%lf,%lf,%lf", &s.sx, &s.sy, &s.sz) != 3 || !(s.sx > 0 && s.sy > 0 && s.sz > 0))
+                fail("--raw %s: expected sp=X,Y,Z voxel spacing in mm", text.c_str());
+        }
         else if (part == "be") s.big_endian = true;
         else if (part == "le") s.big_endian = false;
-        else fail("--raw %s: unknown part '%s' (types: uint8 int8 uint16 int16 uint32 int32 float32 float64; be/le)", text.c_str(), part.c_str());
+        else fail("--raw %s: unknown part '%s' (types: uint8 int8 uint16 int16 uint32 int32 float32 float64; be/le; sp=X,Y,Z)", text.c_str(), part.c_str());
         p = q;
     }
     return s;

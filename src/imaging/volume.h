@@ -77,7 +77,7 @@ struct RawSpec {
     double sx = 1, sy = 1, sz = 1;
     int64_t offset = 0;
 };
-// Parses "WxHxD[:type][:be]" e.g. "256x256x108:int16".
+// Parses "WxHxD[:type][:be][:sp=X,Y,Z]" e.g. "256x256x108:int16:sp=0.957,0.957,1.5".
 RawSpec parse_raw_spec(const std::string& text);
 Volume read_raw_volume(const std::filesystem::path& path, const RawSpec& spec, const Limits& limits = default_limits());
 

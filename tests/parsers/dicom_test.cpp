@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "image_fixtures.h"
 #include "imaging/dicom.h"
+#include "imaging/gdcm_guard.h"
 
 using namespace hg::imaging;
 using nlohmann::json;
@@ -227,4 +228,16 @@ TEST(Dicom, LimitsAreEnforced) {
     EXPECT_THROW(decode_dicom(std::vector<uint8_t>{1, 2, 3}, "tiny.dcm"), hg::Error);
     std::vector<uint8_t> zeros(4096, 0);
     EXPECT_THROW(decode_dicom(zeros, "zeros.dcm"), hg::Error);
+}
+
+// Found by fuzz_dicom: a 38 KB file on which GDCM's fallback parse (after its normal parse fails)
+// reads a 3 GB value length and allocates it. The guard's allocation cap turns that into an error.
+TEST(Dicom, FuzzRegressionHugeAllocationInGdcmFallback) {
+    if (!GdcmGuard::cap_enforced()) GTEST_SKIP() << "allocation cap not compiled in sanitizer builds";
+    try {
+        read_dicom(hgtest::fixture("imaging/fuzz_gdcm_fallback_oom.dcm"));
+        FAIL() << "decoded";
+    } catch (const hg::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("fuzz_gdcm_fallback_oom.dcm"), std::string::npos) << e.what();
+    }
 }
