@@ -467,7 +467,8 @@ def palette_dicom():
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
     for p in OUT.glob("*"):
-        p.unlink()
+        if not p.name.startswith("fuzz_"):  # fuzz_*: regression inputs found by fuzzing, not generated
+            p.unlink()
     import PIL, pydicom, nibabel, transformers  # noqa: E401
     ref = {
         "versions": {"Pillow": PIL.__version__, "pydicom": pydicom.__version__, "nibabel": nibabel.__version__,
