@@ -46,11 +46,7 @@ TEST(Volume, RawInt16) {
     const auto& raw = imgtest::expected()["raw"];
     if (raw.empty()) GTEST_SKIP() << "InVesalius example not fetched";
     std::filesystem::path m = imgtest::testdata() / "cranium/matrix.dat";
-    if (!std::filesystem::exists(m)) {
-        for (const auto& d : std::filesystem::directory_iterator(imgtest::testdata() / "cranium"))
-            if (std::filesystem::exists(d.path() / "matrix.dat")) m = d.path() / "matrix.dat";
-    }
-    if (!std::filesystem::exists(m)) GTEST_SKIP() << "InVesalius example not fetched";
+    if (!std::filesystem::exists(m)) GTEST_SKIP() << "InVesalius example not fetched (scripts/fetch-test-data.sh)";
     const auto& e = raw["cranium"];
     Volume v = read_raw_volume(m, parse_raw_spec(e["spec"]));
     for (const auto& [n, s] : e["slices"].items()) {
