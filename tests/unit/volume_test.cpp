@@ -2,6 +2,8 @@
 // slice sampling (against numpy.linspace), raw int16 volumes, reorientation on synthetic affines.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "../parsers/image_fixtures.h"
 #include "core/error.h"
 #include "imaging/load.h"
@@ -22,6 +24,17 @@ TEST(Volume, SeriesFolderSortedAlongNormal) {
         ASSERT_EQ(v.nx, e["shape"][2].get<int>());
         EXPECT_EQ(imgtest::crc_f32(v.data), e["crc32"].get<uint32_t>()) << "slice order or HU differ from pydicom";
         for (const auto& s : e["samples"]) EXPECT_EQ(v.data[s[0].get<size_t>()], s[1].get<float>());
+        // The same files under names that sort the other way round: the order comes from the positions.
+        auto shuffled = hgtest::scratch_dir() / "ct2_renamed";
+        std::filesystem::create_directories(shuffled);
+        std::vector<std::filesystem::path> files;
+        for (const auto& f : std::filesystem::directory_iterator(folder)) files.push_back(f.path());
+        std::sort(files.begin(), files.end());
+        for (size_t i = 0; i < files.size(); i++)
+            std::filesystem::copy_file(files[i], shuffled / ("slice_" + std::to_string(files.size() - i)),
+                                       std::filesystem::copy_options::overwrite_existing);
+        Volume w = read_dicom_series(shuffled);
+        EXPECT_EQ(imgtest::crc_f32(w.data), e["crc32"].get<uint32_t>()) << "renamed files sorted differently";
         // The folder through load_medical: three evenly spaced slices.
         ImageOptions o;
         o.n_slices = 3;
