@@ -7,7 +7,7 @@ PKGS=(
   build-essential cmake ninja-build pkg-config ccache
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
-  libstb-dev libpng-dev zlib1g-dev
+  libstb-dev libpng-dev zlib1g-dev libjpeg-dev libtiff-dev
   libpcre2-dev
   libgdcm-dev
 )
