@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/build.sh
 jobs=$(nproc)
+# Real DICOM/NIfTI test files shipped in Debian packages (downloaded, not installed); the tests
+# that need them skip if this cannot reach the mirror.
+./scripts/fetch-test-data.sh build/testdata || echo "test: could not fetch Debian test data; those tests will skip"
+export HG_TESTDATA="$PWD/build/testdata"
 
 echo "== test suites (build/) =="
 ctest --test-dir build -j "$jobs" --output-on-failure --timeout 900
