@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -339,6 +340,32 @@ TEST(Vqgan, IndexFilesRoundTripAndRejectGarbage) {
     expect_error([] { hg::parse_vq_indices("1 2 -3 4", 4, 10, "idx.txt"); }, "line 1: unexpected character '-'");
     expect_error([] { hg::parse_vq_indices("1 2 3x 4", 4, 10, "idx.txt"); }, "'3x 4' is not a VQ index");
     expect_error([] { hg::parse_vq_indices("99999999999999999999", 1, 8192, "i"); }, "is outside the codebook");
+}
+
+// The released OpenImages f8 model: our tensor layout (names, shapes) for the default config is exactly
+// the state_dict of taming's GumbelVQ built with HealthGPT's model.yaml (301 tensors), and it loads.
+TEST(Vqgan, FullSizeLayoutIsTamingsStateDict) {
+    std::ifstream f(hgtest::fixture("vqgan/f8_openimages_layout.json"));
+    const auto ref = nlohmann::json::parse(f);
+    const VqganConfig def;
+    const VqganConfig c = config_of(ref);
+    EXPECT_EQ(def.to_string(), c.to_string()) << "VqganConfig defaults are the released model's";
+    TensorStore store;
+    hg::vqgan_random_weights(c, DType::F16, 3, store);
+    std::map<std::string, std::vector<int64_t>> theirs;
+    for (const auto& t : ref["tensors"]) theirs[t[0].get<std::string>()] = t[1].get<std::vector<int64_t>>();
+    EXPECT_EQ(theirs.size(), 301u);
+    const auto ours = store.names();
+    EXPECT_EQ(ours.size(), theirs.size());
+    for (const auto& name : ours) {
+        ASSERT_TRUE(theirs.count(name)) << name << " is not a taming state_dict key";
+        const hg::Tensor t = *store.try_tensor(name);
+        EXPECT_EQ(std::vector<int64_t>(t.shape.begin(), t.shape.begin() + t.n_dims), theirs[name]) << name;
+        EXPECT_LT(name.size(), 64u) << "GGUF names are at most 63 bytes";
+    }
+    Vqgan model = Vqgan::load(store, "random f8");
+    EXPECT_TRUE(model.has_encoder());
+    EXPECT_EQ(model.config().n_tokens(), 1024);
 }
 
 // Random weights cover every tensor the loader asks for, in every supported conv type.

@@ -57,16 +57,34 @@ def ddconfig(cfg):
                 num_res_blocks=cfg["num_res_blocks"], attn_resolutions=cfg["attn_resolutions"], dropout=0.0)
 
 
-def build_model(cfg, seed):
-    """The real GumbelVQ, configured like HealthGPT's taming_transformers/ckpt/model.yaml."""
-    torch.manual_seed(seed)
-    model = GumbelVQ(
+# The released HealthGPT VQGAN (taming_transformers/ckpt/model.yaml): OpenImages f8, 8192 codes.
+F8_OPENIMAGES = dict(ch=128, ch_mult=[1, 1, 2, 4], num_res_blocks=2, attn_resolutions=[32], z_channels=256,
+                     embed_dim=256, n_embed=8192, resolution=256, in_channels=3, out_ch=3)
+
+
+def make_gumbelvq(cfg):
+    return GumbelVQ(
         ddconfig=ddconfig(cfg),
         lossconfig={"target": "taming.modules.losses.vqperceptual.DummyLoss"},
         n_embed=cfg["n_embed"], embed_dim=cfg["embed_dim"], kl_weight=1e-8,
         temperature_scheduler_config={"target": "taming.lr_scheduler.LambdaWarmUpCosineScheduler",
                                       "params": {"warm_up_steps": 0, "max_decay_steps": 1000001,
                                                  "lr_start": 0.9, "lr_max": 0.9, "lr_min": 1e-6}})
+
+
+def write_f8_layout(path):
+    """Every state_dict key and shape of the full-size model (built on the meta device: no weights)."""
+    with torch.device("meta"):
+        model = make_gumbelvq(F8_OPENIMAGES)
+    layout = [[k, list(v.shape)] for k, v in model.state_dict().items()]
+    path.write_text(json.dumps({"config": F8_OPENIMAGES, "tensors": layout}, indent=0) + "\n")
+    print(f"{path.name}: {len(layout)} tensors, longest name {max(len(k) for k, _ in layout)} bytes")
+
+
+def build_model(cfg, seed):
+    """The real GumbelVQ, configured like HealthGPT's taming_transformers/ckpt/model.yaml."""
+    torch.manual_seed(seed)
+    model = make_gumbelvq(cfg)
     model.eval()
     # PyTorch initialises GroupNorm to weight 1 / bias 0: randomise them so the affine path is tested.
     g = torch.Generator().manual_seed(seed + 1)
@@ -356,6 +374,7 @@ def main():
         models[name] = gen_model(name, cfg, seed=100 + i)
     write_lightning_ckpt(models["f2_attn2"], CONFIGS["f2_attn2"], OUT / "f2_attn2" / "tiny.ckpt")
     write_gguf(models["f2_attn2"], CONFIGS["f2_attn2"], OUT / "f2_attn2" / "tiny.gguf", "vqgan-f2-attn2-tiny")
+    write_f8_layout(OUT / "f8_openimages_layout.json")
     gen_metrics()
 
 
