@@ -7,7 +7,16 @@ Oracles:
   * scikit-image: `structural_similarity`, `peak_signal_noise_ratio`, `mean_squared_error`;
   * Pillow: LANCZOS resize, JPEG decoding, blur, RGB->L conversion.
 
-Writes only into tests/fixtures/vqgan/ (see the README written there). Deterministic (seeded).
+Writes only into tests/fixtures/vqgan/, deterministically (seeded):
+  <config>/manifest.json, weights.bin   config, tensor names/shapes/offsets; raw float32 weights (state_dict order)
+  <config>/indices.i32                  codes in raster order; decode.f32 [3,R,R] decoder output; pixels.u8 [R,R,3]
+  <config>/decode_{f16w,bf16w}.f32      decoder output with conv weights rounded to F16 / BF16
+  <config>/encode_image.u8 [R,R,3]      a real X-ray, LANCZOS-resized; encode_logits.f32 [n_embed,h,w];
+                                        encode_indices.i32 (argmax); encode_prequant.f32 and probe/*.f32 are
+                                        intermediate outputs for localising a mismatch
+  f2_attn2/tiny.ckpt, tiny.gguf         the Lightning checkpoint layout and our GGUF layout (converter tests)
+  f8_openimages_layout.json             every state_dict key and shape of the released full-size model
+  metrics/                              degraded images and scikit-image's SSIM/PSNR/MSE (expected.json)
 """
 import io
 import json
