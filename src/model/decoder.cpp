@@ -1,0 +1,184 @@
+// Phi-3 / Phi-4 / Qwen2 / Llama decoder forward pass (see decoder.h).
+#include "model/decoder.h"
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "core/error.h"
+#include "core/half.h"
+
+namespace hg {
+
+const char* decoder_arch_name(DecoderArch a) {
+    switch (a) {
+        case DecoderArch::Phi3: return "phi3";
+        case DecoderArch::Qwen2: return "qwen2";
+        case DecoderArch::Llama: return "llama";
+    }
+    return "?";
+}
+
+const char* linear_kind_name(LinearKind k) {
+    switch (k) {
+        case LinearKind::AttnQKV: return "attn_qkv";
+        case LinearKind::AttnQ: return "attn_q";
+        case LinearKind::AttnK: return "attn_k";
+        case LinearKind::AttnV: return "attn_v";
+        case LinearKind::AttnOutput: return "attn_output";
+        case LinearKind::FfnGateUp: return "ffn_up";  // llama.cpp keeps phi3's fused gate|up under this name
+        case LinearKind::FfnGate: return "ffn_gate";
+        case LinearKind::FfnUp: return "ffn_up";
+        case LinearKind::FfnDown: return "ffn_down";
+    }
+    return "?";
+}
+
+std::string DecoderHParams::describe() const {
+    char buf[320];
+    std::snprintf(buf, sizeof buf,
+                  "%s: vocab %lld, hidden %lld, ff %lld, layers %lld, heads %lld/%lld x %lld, rope %s theta %g, "
+                  "rms eps %g, ctx %lld%s",
+                  decoder_arch_name(arch), (long long)n_vocab, (long long)n_embd, (long long)n_ff, (long long)n_layer,
+                  (long long)n_head, (long long)n_head_kv, (long long)head_dim,
+                  rope_mode == RopeMode::RotateHalf ? "rotate-half" : "interleaved", rope_theta, rms_eps,
+                  (long long)n_ctx_train,
+                  sliding_window ? (", sliding window " + std::to_string(sliding_window)).c_str() : "");
+    return buf;
+}
+
+Decoder::Decoder(DecoderHParams hp, DecoderWeights w, std::shared_ptr<const void> storage, std::string source)
+    : hp_(hp), w_(std::move(w)), storage_(std::move(storage)), source_(std::move(source)) {
+    HG_CHECK((int64_t)w_.layers.size() == hp_.n_layer, "%s: %zu layers of weights for %lld layers", source_.c_str(),
+             w_.layers.size(), (long long)hp_.n_layer);
+}
+
+void Decoder::embed(std::span<const int32_t> ids, float* out) const {
+    embedding_lookup(out, w_.token_embd, ids.data(), (int64_t)ids.size());
+}
+
+void Decoder::linear(float* y, const float* x, int64_t M, const Linear& L, int64_t layer, LinearKind kind,
+                     Arena& arena, ThreadPool& pool, const Kernels& K, const AdapterSet* adapters) const {
+    K.matmul(y, x, L.weight, L.bias.empty() ? nullptr : L.bias.data(), M, pool);
+    if (adapters)
+        if (const LinearAdapter* a = adapters->find(layer, kind)) a->apply(y, x, M, arena, pool);
+}
+
+namespace {
+
+// Stores n rows of kv_dim floats (row stride src_stride floats) into cache rows [pos0, pos0+n).
+void store_kv(uint8_t* base, size_t row_bytes, DType type, int64_t pos0, const float* src, int64_t n,
+              size_t src_stride, int64_t kv_dim) {
+    for (int64_t i = 0; i < n; ++i) {
+        uint8_t* dst = base + (size_t)(pos0 + i) * row_bytes;
+        const float* s = src + (size_t)i * src_stride;
+        if (type == DType::F32) {
+            std::memcpy(dst, s, (size_t)kv_dim * sizeof(float));
+        } else {
+            uint16_t* d = reinterpret_cast<uint16_t*>(dst);
+            for (int64_t j = 0; j < kv_dim; ++j) d[j] = fp32_to_fp16(s[j]);
+        }
+    }
+}
+
+}  // namespace
+
+void Decoder::forward(const float* embeds, int64_t n_tok, const KVView& kv, LogitRows rows, float* logits,
+                      Arena& arena, const ForwardOptions& opt) const {
+    const DecoderHParams& hp = hp_;
+    HG_CHECK(n_tok > 0, "decoder forward: no tokens");
+    HG_CHECK(kv.type == DType::F32 || kv.type == DType::F16, "decoder forward: KV cache type %s not supported",
+             dtype_name(kv.type));
+    HG_CHECK(kv.row_bytes == row_bytes(kv.type, hp.kv_dim()), "decoder forward: KV rows of %zu bytes, expected %zu",
+             kv.row_bytes, row_bytes(kv.type, hp.kv_dim()));
+    HG_CHECK(kv.n_past >= 0 && kv.n_past + n_tok <= kv.capacity,
+             "decoder forward: %lld + %lld positions exceed the KV cache capacity %lld", (long long)kv.n_past,
+             (long long)n_tok, (long long)kv.capacity);
+    arena.reset();  // nothing survives a forward; also recovers from an exception in the previous one
+    ThreadPool& pool = opt.pool ? *opt.pool : default_pool();
+    const Kernels& K = opt.kernels ? *opt.kernels : kernels();
+    const AdapterSet* adapters = opt.adapters;
+
+    const int64_t E = hp.n_embd, I = hp.n_ff, QD = hp.q_dim(), KVD = hp.kv_dim(), D = hp.head_dim;
+    const int64_t p0 = kv.n_past, n_kv = p0 + n_tok;
+
+    // Activations, all [n_tok, ...] row-major float32.
+    float* x = arena.alloc<float>(n_tok * E);        // residual stream
+    float* xn = arena.alloc<float>(n_tok * E);       // normed input of a block
+    const int64_t qkv_w = QD + 2 * KVD;
+    float* qkv = arena.alloc<float>(n_tok * qkv_w);  // q | k | v per row
+    float* att = arena.alloc<float>(n_tok * QD);     // attention output (heads concatenated)
+    float* tmp = arena.alloc<float>(n_tok * E);      // o_proj / down_proj output
+    float* gu = arena.alloc<float>(n_tok * 2 * I);   // gate | up per row
+    float* act = arena.alloc<float>(n_tok * I);      // silu(gate) * up
+    int32_t* pos = arena.alloc<int32_t>(n_tok);
+    for (int64_t i = 0; i < n_tok; ++i) pos[i] = (int32_t)(p0 + i);
+    std::memcpy(x, embeds, (size_t)(n_tok * E) * sizeof(float));
+
+    AttentionParams ap;
+    ap.n_head = (int)hp.n_head;
+    ap.n_kv_head = (int)hp.n_head_kv;
+    ap.head_dim = (int)D;
+    ap.scale = 1.0f / std::sqrt((float)D);
+    ap.causal = true;
+    ap.q_pos0 = p0;
+    ap.window = hp.sliding_window > 0 ? hp.sliding_window + 1 : 0;  // HF: W+1 keys visible (decoder.h)
+
+    for (int64_t l = 0; l < hp.n_layer; ++l) {
+        const DecoderLayer& L = w_.layers[l];
+
+        // --- self-attention block: x += o_proj(attn(input_layernorm(x)))
+        K.rmsnorm(xn, x, L.attn_norm.data(), n_tok, E, hp.rms_eps);
+        float* q = qkv;              // row stride qkv_w
+        float* k = qkv + QD;
+        float* v = qkv + QD + KVD;
+        size_t q_stride = qkv_w, k_stride = qkv_w, v_stride = qkv_w;
+        if (L.qkv.present()) {
+            linear(qkv, xn, n_tok, L.qkv, l, LinearKind::AttnQKV, arena, pool, K, adapters);
+        } else {
+            // separate projections: q [n, QD], k [n, KVD], v [n, KVD] packed one after another
+            q = qkv;
+            k = qkv + n_tok * QD;
+            v = k + n_tok * KVD;
+            q_stride = QD;
+            k_stride = v_stride = KVD;
+            linear(q, xn, n_tok, L.q, l, LinearKind::AttnQ, arena, pool, K, adapters);
+            linear(k, xn, n_tok, L.k, l, LinearKind::AttnK, arena, pool, K, adapters);
+            linear(v, xn, n_tok, L.v, l, LinearKind::AttnV, arena, pool, K, adapters);
+        }
+        K.rope(q, n_tok, q_stride, (int)hp.n_head, (int)D, (int)hp.n_rot, pos, hp.rope_theta, hp.rope_mode);
+        K.rope(k, n_tok, k_stride, (int)hp.n_head_kv, (int)D, (int)hp.n_rot, pos, hp.rope_theta, hp.rope_mode);
+        store_kv(kv.k[l], kv.row_bytes, kv.type, p0, k, n_tok, k_stride, KVD);
+        store_kv(kv.v[l], kv.row_bytes, kv.type, p0, v, n_tok, v_stride, KVD);
+        K.attention(att, q, n_tok, q_stride, kv.k[l], kv.v[l], kv.type, n_kv, kv.row_bytes, ap, pool);
+        linear(tmp, att, n_tok, L.o, l, LinearKind::AttnOutput, arena, pool, K, adapters);
+        K.add(x, x, tmp, n_tok * E);
+
+        // --- MLP block: x += down_proj(silu(gate) * up)
+        K.rmsnorm(xn, x, L.ffn_norm.data(), n_tok, E, hp.rms_eps);
+        if (L.gate_up.present()) {
+            linear(gu, xn, n_tok, L.gate_up, l, LinearKind::FfnGateUp, arena, pool, K, adapters);
+            for (int64_t i = 0; i < n_tok; ++i)  // chunk(2, dim=-1): gate first, then up
+                K.swiglu(act + i * I, gu + i * 2 * I, gu + i * 2 * I + I, I);
+        } else {
+            float* gate = gu;
+            float* up = gu + n_tok * I;
+            linear(gate, xn, n_tok, L.gate, l, LinearKind::FfnGate, arena, pool, K, adapters);
+            linear(up, xn, n_tok, L.up, l, LinearKind::FfnUp, arena, pool, K, adapters);
+            K.swiglu(act, gate, up, n_tok * I);
+        }
+        linear(tmp, act, n_tok, L.down, l, LinearKind::FfnDown, arena, pool, K, adapters);
+        K.add(x, x, tmp, n_tok * E);
+    }
+
+    // --- final norm + lm_head, only for the rows asked for
+    if (rows != LogitRows::None) {
+        const int64_t first = rows == LogitRows::Last ? n_tok - 1 : 0;
+        const int64_t n_out = n_tok - first;
+        K.rmsnorm(xn, x + first * E, w_.output_norm.data(), n_out, E, hp.rms_eps);
+        K.matmul(logits, xn, w_.output, nullptr, n_out, pool);
+    }
+    arena.reset();
+}
+
+}  // namespace hg
