@@ -38,12 +38,14 @@ std::string DecoderHParams::describe() const {
     char buf[320];
     std::snprintf(buf, sizeof buf,
                   "%s: vocab %lld, hidden %lld, ff %lld, layers %lld, heads %lld/%lld x %lld, rope %s theta %g, "
-                  "rms eps %g, ctx %lld%s",
+                  "rms eps %g, ctx %lld%s%s",
                   decoder_arch_name(arch), (long long)n_vocab, (long long)n_embd, (long long)n_ff, (long long)n_layer,
                   (long long)n_head, (long long)n_head_kv, (long long)head_dim,
                   rope_mode == RopeMode::RotateHalf ? "rotate-half" : "interleaved", rope_theta, rms_eps,
                   (long long)n_ctx_train,
-                  sliding_window ? (", sliding window " + std::to_string(sliding_window)).c_str() : "");
+                  sliding_window ? (", sliding window " + std::to_string(sliding_window)).c_str() : "",
+                  rope_inv_freq_type == DType::F32 ? "" : rope_inv_freq_type == DType::F16 ? ", inv_freq f16"
+                                                                                           : ", inv_freq bf16");
     return buf;
 }
 
@@ -79,6 +81,32 @@ void store_kv(uint8_t* base, size_t row_bytes, DType type, int64_t pos0, const f
             for (int64_t j = 0; j < kv_dim; ++j) d[j] = fp32_to_fp16(s[j]);
         }
     }
+}
+
+// RoPE with inv_freq rounded to `type` (F16/BF16) and back, then everything in float32 as
+// transformers does: angle = pos * inv_freq, cos/sin in float32. Same pairs as the kernel.
+void rope_rounded_freq(float* x, int64_t n_tok, size_t stride, int n_head, int head_dim, int n_rot,
+                       const int32_t* pos, float theta, RopeMode mode, DType type) {
+    const int half = n_rot / 2;
+    float inv_freq[512];
+    HG_CHECK(half <= 512, "rope: %d rotated dims are too many", n_rot);
+    for (int i = 0; i < half; ++i) {
+        const float f = 1.0f / std::pow(theta, (float)(2 * i) / (float)n_rot);
+        inv_freq[i] = type == DType::F16 ? fp16_to_fp32(fp32_to_fp16(f)) : bf16_to_fp32(fp32_to_bf16(f));
+    }
+    for (int64_t t = 0; t < n_tok; ++t)
+        for (int h = 0; h < n_head; ++h) {
+            float* v = x + t * stride + (size_t)h * head_dim;
+            for (int i = 0; i < half; ++i) {
+                const float ang = (float)pos[t] * inv_freq[i];
+                const float c = std::cos(ang), sn = std::sin(ang);
+                const int a = mode == RopeMode::RotateHalf ? i : 2 * i;
+                const int b = mode == RopeMode::RotateHalf ? i + half : 2 * i + 1;
+                const float x0 = v[a], x1 = v[b];
+                v[a] = x0 * c - x1 * sn;
+                v[b] = x1 * c + x0 * sn;
+            }
+        }
 }
 
 }  // namespace
@@ -146,8 +174,15 @@ void Decoder::forward(const float* embeds, int64_t n_tok, const KVView& kv, Logi
             linear(k, xn, n_tok, L.k, l, LinearKind::AttnK, arena, pool, K, adapters);
             linear(v, xn, n_tok, L.v, l, LinearKind::AttnV, arena, pool, K, adapters);
         }
-        K.rope(q, n_tok, q_stride, (int)hp.n_head, (int)D, (int)hp.n_rot, pos, hp.rope_theta, hp.rope_mode);
-        K.rope(k, n_tok, k_stride, (int)hp.n_head_kv, (int)D, (int)hp.n_rot, pos, hp.rope_theta, hp.rope_mode);
+        if (hp.rope_inv_freq_type == DType::F32) {
+            K.rope(q, n_tok, q_stride, (int)hp.n_head, (int)D, (int)hp.n_rot, pos, hp.rope_theta, hp.rope_mode);
+            K.rope(k, n_tok, k_stride, (int)hp.n_head_kv, (int)D, (int)hp.n_rot, pos, hp.rope_theta, hp.rope_mode);
+        } else {
+            rope_rounded_freq(q, n_tok, q_stride, (int)hp.n_head, (int)D, (int)hp.n_rot, pos, hp.rope_theta,
+                              hp.rope_mode, hp.rope_inv_freq_type);
+            rope_rounded_freq(k, n_tok, k_stride, (int)hp.n_head_kv, (int)D, (int)hp.n_rot, pos, hp.rope_theta,
+                              hp.rope_mode, hp.rope_inv_freq_type);
+        }
         store_kv(kv.k[l], kv.row_bytes, kv.type, p0, k, n_tok, k_stride, KVD);
         store_kv(kv.v[l], kv.row_bytes, kv.type, p0, v, n_tok, v_stride, KVD);
         K.attention(att, q, n_tok, q_stride, kv.k[l], kv.v[l], kv.type, n_kv, kv.row_bytes, ap, pool);

@@ -57,6 +57,10 @@ struct DecoderHParams {
     RopeMode rope_mode = RopeMode::RotateHalf;
     // HF `sliding_window` (0 = none): the query at p sees keys p-W .. p (W+1 keys).
     int64_t sliding_window = 0;
+    // Precision of RoPE's inv_freq. F32 is what transformers computes. HealthGPT's scripts call
+    // model.to(FP16 | BF16) after loading, which also rounds the inv_freq buffer; F16 / BF16
+    // reproduce that (GGUF key healthgpt.rope.inv_freq_type = "f16" | "bf16"; docs/MODELS.md).
+    DType rope_inv_freq_type = DType::F32;
 
     int64_t q_dim() const { return n_head * head_dim; }
     int64_t kv_dim() const { return n_head_kv * head_dim; }

@@ -120,6 +120,12 @@ DecoderHParams read_decoder_hparams(const TensorSource& s) {
         hp.sliding_window = s.get_int(a + "attention.sliding_window").value_or(0);
         HG_CHECK(hp.sliding_window >= 0, "%s: negative sliding_window", file.c_str());
     }
+    if (auto ft = s.get_string("healthgpt.rope.inv_freq_type")) {
+        if (*ft == "f16") hp.rope_inv_freq_type = DType::F16;
+        else if (*ft == "bf16") hp.rope_inv_freq_type = DType::BF16;
+        else HG_CHECK(*ft == "f32", "%s: healthgpt.rope.inv_freq_type '%s' is not f32, f16 or bf16", file.c_str(),
+                      ft->c_str());
+    }
     if (auto st = s.get_string(a + "rope.scaling.type"))
         HG_CHECK(*st == "none" || st->empty(), "%s: rope scaling '%s' is not supported", file.c_str(), st->c_str());
     HG_CHECK(!s.tensor("rope_factors_long.weight") && !s.tensor("rope_factors_short.weight"),

@@ -340,6 +340,21 @@ def gen_family(name, c):
         if cont_e == cont:
             raise Rejected("penalty scope makes no difference here; the test would not see it")
 
+    if name == "phi3":
+        # HealthGPT's scripts load, then call model.to(FP16 | BF16): that rounds the rotary
+        # inv_freq buffer too (forward's .float() does not undo it). Logits of the float32
+        # model with inv_freq rounded to fp16 / bf16, on a 128-token sequence where it shows.
+        long_ids = [int(x) for x in rng.integers(3, V - 4, size=128)]
+        case["invfreq_ids"] = long_ids
+        for tag, dt in (("f32", None), ("f16", torch.float16), ("bf16", torch.bfloat16)):
+            m = copy.deepcopy(model)
+            if dt is not None:
+                for layer in m.model.layers:
+                    rot = layer.self_attn.rotary_emb
+                    rot.inv_freq = rot.inv_freq.to(dt).to(torch.float32)
+            write_f32(d / f"logits-invfreq-{tag}.bin", all_logits(m, long_ids))
+        case["files"] = sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())
+
     if c.get("sliding_window") and c["sliding_window"] < len(prompt):
         # Which band does 4.41.2's mask implement? Compare with explicit masks.
         W = c["sliding_window"]
