@@ -63,7 +63,7 @@ void Decoder::linear(float* y, const float* x, int64_t M, const Linear& L, int64
                      Arena& arena, ThreadPool& pool, const Kernels& K, const AdapterSet* adapters) const {
     K.matmul(y, x, L.weight, L.bias.empty() ? nullptr : L.bias.data(), M, pool);
     if (adapters)
-        if (const LinearAdapter* a = adapters->find(layer, kind)) a->apply(y, x, M, arena, pool);
+        if (const LinearAdapter* a = adapters->find(layer, kind)) a->apply(y, x, M, arena, pool, K);
 }
 
 namespace {

@@ -87,7 +87,9 @@ class LinearAdapter {
 public:
     virtual ~LinearAdapter() = default;
     // y[M, n_out] += f(x[M, n_in]); scratch may come from `arena` (freed after the forward).
-    virtual void apply(float* y, const float* x, int64_t M, Arena& arena, ThreadPool& pool) const = 0;
+    // `k` is the kernel table the forward runs with.
+    virtual void apply(float* y, const float* x, int64_t M, Arena& arena, ThreadPool& pool,
+                       const Kernels& k) const = 0;
 };
 
 // The adapters of one request (e.g. one H-LoRA plugin): nullptr where a linear has none.

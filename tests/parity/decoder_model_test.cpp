@@ -113,9 +113,9 @@ std::vector<int32_t> some_ids(int n, int V) {
 class AddDelta : public LinearAdapter {
 public:
     AddDelta(Tensor dW) : dW_(dW) {}
-    void apply(float* y, const float* x, int64_t M, Arena& arena, ThreadPool& pool) const override {
+    void apply(float* y, const float* x, int64_t M, Arena& arena, ThreadPool& pool, const Kernels& k) const override {
         float* t = arena.alloc<float>(M * dW_.rows());
-        kernels_ref().matmul(t, x, dW_, nullptr, M, pool);
+        k.matmul(t, x, dW_, nullptr, M, pool);
         for (int64_t i = 0; i < M * dW_.rows(); ++i) y[i] += t[i];
         ++calls;
     }
