@@ -164,6 +164,24 @@ def round_model_bf16(model):
 # ---------------------------------------------------------------------------------------------
 # GGUF with llama.cpp names
 
+QTYPES = {"bf16": gguf.GGMLQuantizationType.BF16, "q8_0": gguf.GGMLQuantizationType.Q8_0,
+          "q4_0": gguf.GGMLQuantizationType.Q4_0}
+
+
+def dequantized_model(model, wtype):
+    """The model with every 2-D weight replaced by gguf-py's dequantize(quantize(w)): what a
+    block-quantized GGUF holds, as float32."""
+    m = copy.deepcopy(model)
+    qt = QTYPES[wtype]
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if p.ndim == 2:
+                a = p.detach().numpy().astype(np.float32)
+                p.copy_(torch.from_numpy(gguf.quants.dequantize(gguf.quants.quantize(a, qt), qt).reshape(a.shape)))
+    m.eval()
+    return m
+
+
 def llamacpp_permute_qk(w, n_head):
     """HF rotate-half row order -> llama.cpp / Meta interleaved order, per head:
     new row 2i = old row i, new row 2i+1 = old row i + d/2 (what llama.cpp's converter does)."""
@@ -193,7 +211,8 @@ def write_gguf(model, path, arch, wtype):
         # As llama.cpp's converter: 0 means "no sliding window" (Phi-4).
         w.add_rope_scaling_orig_ctx_len(cfg.original_max_position_embeddings)
         w.add_sliding_window(cfg.sliding_window or 0)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32 if wtype == "f32" else gguf.LlamaFileType.MOSTLY_BF16)
+    w.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "bf16": gguf.LlamaFileType.MOSTLY_BF16,
+                     "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[wtype])
     gen = model.generation_config
     w.add_bos_token_id(gen.bos_token_id)
     eos = gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]
@@ -212,9 +231,10 @@ def write_gguf(model, path, arch, wtype):
         if arch == "llama" and name.endswith("k_proj.weight"):
             a = llamacpp_permute_qk(a, cfg.num_key_value_heads)
         a = np.ascontiguousarray(a)
-        if wtype == "bf16" and a.ndim == 2:
-            q = gguf.quants.quantize(a, gguf.GGMLQuantizationType.BF16)
-            w.add_tensor(new, q, raw_dtype=gguf.GGMLQuantizationType.BF16)  # q: uint8 byte shape
+        qtype = QTYPES.get(wtype)
+        if qtype is not None and a.ndim == 2:
+            q = gguf.quants.quantize(a, qtype)
+            w.add_tensor(new, q, raw_dtype=qtype)  # q: uint8 byte shape
         else:
             w.add_tensor(new, a)
     w.write_header_to_file()
@@ -339,6 +359,21 @@ def gen_family(name, c):
                                          note="generate(inputs_embeds=embed(prompt)): penalty over output only")
         if cont_e == cont:
             raise Rejected("penalty scope makes no difference here; the test would not see it")
+
+    if name == "phi4":
+        # Block-quantized weights (every dim of this model is a multiple of 32): the reference
+        # is float32 on gguf-py's dequantized values, i.e. exactly what the file holds.
+        for wt in ("q8_0", "q4_0"):
+            mq = dequantized_model(model, wt)
+            write_gguf(model, d / f"model-{wt}.gguf", arch, wt)
+            lq = all_logits(mq, prompt)
+            write_f32(d / f"logits-{wt}.bin", lq)
+            cq, mg = greedy(mq, ids=prompt, n_new=n_new)
+            check_margin(f"{name} {wt}", mg)
+            case[f"logits_scale_{wt}"] = float(np.abs(lq).max())
+            case[f"greedy_{wt}"] = dict(ids=cq, min_margin=mg)
+            case[f"{wt}_vs_f32_max_abs"] = float(np.abs(lq - lg).max())
+        case["files"] = sorted(str(p.relative_to(d)) for p in d.rglob("*") if p.is_file())
 
     if name == "phi3":
         # HealthGPT's scripts load, then call model.to(FP16 | BF16): that rounds the rotary
