@@ -1,12 +1,14 @@
 // Phi-3 / Phi-4 / Qwen2 / Llama decoder forward pass (see decoder.h).
 #include "model/decoder.h"
 
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "core/error.h"
 #include "core/half.h"
+#include "model/hlora.h"
 
 namespace hg {
 
@@ -214,6 +216,95 @@ void Decoder::forward(const float* embeds, int64_t n_tok, const KVView& kv, Logi
         K.matmul(logits, xn, w_.output, nullptr, n_out, pool);
     }
     arena.reset();
+}
+
+// ---------------------------------------------------------------------------------------------
+// H-LoRA plugins and vocabulary swaps
+
+namespace {
+
+class HLoraLinear final : public LinearAdapter {
+public:
+    explicit HLoraLinear(const HLoraWeights* w) : w_(w) {}
+    void apply(float* y, const float* x, int64_t M, Arena& arena, ThreadPool& pool, const Kernels& k) const override {
+        hlora_add(y, x, M, *w_, arena, pool, k);
+    }
+
+private:
+    const HLoraWeights* w_;
+};
+
+constexpr int kLinearKinds = 9;
+
+class HLoraAdapterSet final : public AdapterSet {
+public:
+    const LinearAdapter* find(int64_t layer, LinearKind kind) const override {
+        if (layer < 0 || layer >= (int64_t)by_layer.size()) return nullptr;
+        return by_layer[(size_t)layer][(size_t)kind].get();
+    }
+    std::vector<std::array<std::unique_ptr<HLoraLinear>, kLinearKinds>> by_layer;
+};
+
+}  // namespace
+
+std::unique_ptr<AdapterSet> hlora_adapters(const HLoraPlugin& plugin, const Decoder& decoder) {
+    auto set = std::make_unique<HLoraAdapterSet>();
+    const auto& layers = decoder.weights().layers;
+    set->by_layer.resize(layers.size());
+    size_t bound = 0;
+    for (size_t l = 0; l < layers.size(); ++l) {
+        const DecoderLayer& L = layers[l];
+        const std::pair<LinearKind, const Linear*> linears[] = {
+            {LinearKind::AttnQKV, &L.qkv}, {LinearKind::AttnQ, &L.q},          {LinearKind::AttnK, &L.k},
+            {LinearKind::AttnV, &L.v},     {LinearKind::AttnOutput, &L.o},     {LinearKind::FfnGateUp, &L.gate_up},
+            {LinearKind::FfnGate, &L.gate}, {LinearKind::FfnUp, &L.up},        {LinearKind::FfnDown, &L.down},
+        };
+        for (const auto& [kind, lin] : linears) {
+            if (!lin->present()) continue;
+            const HLoraWeights* w = plugin.find((int)l, linear_kind_name(kind));
+            if (!w) continue;
+            const std::string what = "blk." + std::to_string(l) + "." + linear_kind_name(kind);
+            w->check_fits(lin->weight, plugin.origin() + ": " + what + " of " + decoder.source());
+            set->by_layer[l][(size_t)kind] = std::make_unique<HLoraLinear>(w);
+            ++bound;
+        }
+    }
+    if (bound != plugin.adapters().size()) {
+        for (const auto& [key, w] : plugin.adapters()) {
+            (void)w;
+            bool found = false;
+            for (size_t l = 0; l < layers.size() && !found; ++l)
+                for (int k = 0; k < kLinearKinds && !found; ++k)
+                    found = set->by_layer[l][k] && key == "blk." + std::to_string(l) + "." +
+                                                              linear_kind_name(static_cast<LinearKind>(k));
+            HG_CHECK(found, "%s: adapter %s has no matching linear in %s (%s)", plugin.origin().c_str(), key.c_str(),
+                     decoder.source().c_str(), decoder.hparams().describe().c_str());
+        }
+    }
+    return set;
+}
+
+std::shared_ptr<const Decoder> with_vocabulary(std::shared_ptr<const Decoder> base, const Tensor& token_embd,
+                                               const Tensor& output, std::shared_ptr<const void> keep) {
+    const int64_t E = base->hparams().n_embd;
+    HG_CHECK(token_embd.n_dims == 2 && token_embd.shape[1] == E && token_embd.shape[0] > 0,
+             "%s: replacement token_embd %s does not fit n_embd %lld", base->source().c_str(),
+             token_embd.shape_str().c_str(), (long long)E);
+    HG_CHECK(output.n_dims == 2 && output.shape[1] == E && output.shape[0] == token_embd.shape[0],
+             "%s: replacement output %s does not match token_embd %s", base->source().c_str(),
+             output.shape_str().c_str(), token_embd.shape_str().c_str());
+    DecoderHParams hp = base->hparams();
+    hp.n_vocab = token_embd.shape[0];
+    DecoderWeights w = base->weights();
+    w.token_embd = token_embd;
+    w.output = output;
+    struct Keep {
+        std::shared_ptr<const Decoder> base;
+        std::shared_ptr<const void> extra;
+    };
+    const std::string src = base->source();
+    auto storage = std::make_shared<const Keep>(Keep{std::move(base), std::move(keep)});
+    return std::make_shared<const Decoder>(hp, std::move(w), storage, src);
 }
 
 }  // namespace hg

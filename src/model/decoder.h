@@ -36,6 +36,8 @@
 
 namespace hg {
 
+class HLoraPlugin;
+
 enum class DecoderArch { Phi3, Qwen2, Llama };
 const char* decoder_arch_name(DecoderArch a);  // "phi3", "qwen2", "llama" (GGUF general.architecture)
 
@@ -167,5 +169,17 @@ private:
     std::shared_ptr<const void> storage_;  // keeps mapped weights alive
     std::string source_;
 };
+
+// The adapters of an H-LoRA plugin (model/hlora.h) bound to this decoder's linears: each is
+// checked against its linear's shape (HLoraWeights::check_fits), and a plugin that wraps a
+// linear this decoder does not have (a qwen2 plugin on a phi3 base, a layer past the last) is
+// refused. The plugin must outlive the returned set.
+std::unique_ptr<AdapterSet> hlora_adapters(const HLoraPlugin& plugin, const Decoder& decoder);
+
+// The same decoder with another embedding table and head, e.g. a generation plugin's fusion
+// rows ([40206, 3072] for M3-GEN) over the base's layers. Shapes must be [V', n_embd]; `keep`
+// owns their memory. The layers are shared with `base` (kept alive too).
+std::shared_ptr<const Decoder> with_vocabulary(std::shared_ptr<const Decoder> base, const Tensor& token_embd,
+                                               const Tensor& output, std::shared_ptr<const void> keep);
 
 }  // namespace hg

@@ -5,10 +5,12 @@
 
 #include <cmath>
 #include <map>
+#include <tuple>
 
 #include "core/error.h"
 #include "decoder_fixture.h"
 #include "model/decoder_loader.h"
+#include "model/hlora.h"
 #include "runtime/generate.h"
 
 using namespace hg;
@@ -30,9 +32,10 @@ struct Rand {
     }
 };
 
-std::shared_ptr<MemorySource> random_source(const Spec& sp, uint64_t seed = 1) {
+// The map owns the weights; load() keeps it alive with the decoder.
+std::shared_ptr<WeightMap> random_source(const Spec& sp, uint64_t seed = 1) {
     Rand r{seed};
-    auto src = std::make_shared<MemorySource>("random-" + sp.arch);
+    auto src = std::make_shared<WeightMap>();
     const std::string a = sp.arch + ".";
     src->set_string("general.architecture", sp.arch);
     src->set_int(a + "embedding_length", sp.E);
@@ -48,12 +51,12 @@ std::shared_ptr<MemorySource> random_source(const Spec& sp, uint64_t seed = 1) {
     auto mat = [&](const std::string& name, int64_t rows, int64_t cols, float scale) {
         std::vector<float> w((size_t)(rows * cols));
         for (auto& x : w) x = scale * r.next();
-        src->add_tensor(name, DType::F32, {rows, cols}, w.data());
+        src->add_copy(name, DType::F32, {rows, cols}, w.data());
     };
     auto vec = [&](const std::string& name, int64_t n, float base, float scale) {
         std::vector<float> w((size_t)n);
         for (auto& x : w) x = base + scale * r.next();
-        src->add_tensor(name, DType::F32, {n}, w.data());
+        src->add_copy(name, DType::F32, {n}, w.data());
     };
     mat("token_embd.weight", sp.V, sp.E, 1.0f);
     vec("output_norm.weight", sp.E, 1.0f, 0.2f);
@@ -85,6 +88,10 @@ std::shared_ptr<MemorySource> random_source(const Spec& sp, uint64_t seed = 1) {
         mat(b + "ffn_down.weight", sp.E, sp.I, wf);
     }
     return src;
+}
+
+std::shared_ptr<const Decoder> load(const std::shared_ptr<WeightMap>& m, const std::string& origin = "random model") {
+    return load_decoder(m->source(origin), m);
 }
 
 std::vector<Spec> all_specs() {
@@ -140,7 +147,7 @@ TEST(DecoderModel, IncrementalChunkedAndFullForwardAgree) {
     // With the scalar reference kernels every output element is computed the same way
     // whatever the batch, so the three schedules must agree bit for bit.
     for (const Spec& sp : all_specs()) {
-        auto d = load_decoder(random_source(sp));
+        auto d = load(random_source(sp));
         const auto toks = some_ids(13, (int)sp.V);
         for (DType kv : {DType::F32, DType::F16}) {
             const auto full = dectest::logits_all(*d, toks, kv, &kernels_ref());
@@ -161,7 +168,7 @@ TEST(DecoderModel, SlidingWindowChangesOnlyPositionsBeyondIt) {
     Spec a;
     Spec b = a;
     b.sliding_window = 3;
-    auto da = load_decoder(random_source(a)), db = load_decoder(random_source(b));
+    auto da = load(random_source(a)), db = load(random_source(b));
     const auto toks = some_ids(10, (int)a.V);
     const auto la = dectest::logits_all(*da, toks, DType::F32, &kernels_ref());
     const auto lb = dectest::logits_all(*db, toks, DType::F32, &kernels_ref());
@@ -182,7 +189,7 @@ TEST(DecoderModel, AdapterHookEqualsModifiedWeights) {
     // W + dW: the hook sees the linear's input and acts on its full (pre-split) output.
     for (const Spec& sp : all_specs()) {
         auto base_src = random_source(sp);
-        auto d = load_decoder(base_src);
+        auto d = load(base_src);
         std::vector<LinearKind> kinds = {LinearKind::AttnOutput, LinearKind::FfnDown};
         if (sp.fused_qkv) kinds.push_back(LinearKind::AttnQKV);
         else kinds.insert(kinds.end(), {LinearKind::AttnQ, LinearKind::AttnK, LinearKind::AttnV});
@@ -192,7 +199,7 @@ TEST(DecoderModel, AdapterHookEqualsModifiedWeights) {
         for (LinearKind kind : kinds) {
             const int64_t layer = 1;
             const std::string name = "blk.1." + std::string(linear_kind_name(kind)) + ".weight";
-            const Tensor W = *base_src->tensor(name);
+            const Tensor W = *base_src->source("base").tensor(name);
             Rand r{77};
             std::vector<float> dw((size_t)W.numel()), w2((size_t)W.numel());
             for (size_t i = 0; i < dw.size(); ++i) {
@@ -203,8 +210,8 @@ TEST(DecoderModel, AdapterHookEqualsModifiedWeights) {
             OneAdapter set(layer, kind, &delta);
 
             auto mod_src = random_source(sp);
-            mod_src->add_tensor(name, DType::F32, {W.shape[0], W.shape[1]}, w2.data());
-            auto dmod = load_decoder(mod_src);
+            mod_src->add_copy(name, DType::F32, {W.shape[0], W.shape[1]}, w2.data());
+            auto dmod = load(mod_src);
 
             const auto& hp = d->hparams();
             KVCache cache(hp, 16, DType::F32);
@@ -228,7 +235,7 @@ TEST(DecoderModel, AdapterHookEqualsModifiedWeights) {
 }
 
 TEST(DecoderModel, DecodingAllocatesNothingInSteadyState) {
-    auto d = load_decoder(random_source(Spec{}));
+    auto d = load(random_source(Spec{}));
     const auto& hp = d->hparams();
     KVCache cache(hp, 32, DType::F16);
     Arena arena;
@@ -246,13 +253,14 @@ TEST(DecoderModel, DecodingAllocatesNothingInSteadyState) {
 }
 
 TEST(DecoderModel, LoaderRefusesMalformedModels) {
-    auto expect_error = [](std::shared_ptr<MemorySource> src, const std::string& needle) {
+    auto expect_error = [](std::shared_ptr<WeightMap> src, const std::string& needle) {
+        const std::string origin = "bad-model.gguf";
         try {
-            load_decoder(src);
+            load(src, origin);
             ADD_FAILURE() << "no error for: " << needle;
         } catch (const Error& e) {
             const std::string msg = e.what();
-            EXPECT_NE(msg.find(src->name()), std::string::npos) << msg;
+            EXPECT_NE(msg.find(origin), std::string::npos) << msg;
             EXPECT_NE(msg.find(needle), std::string::npos) << msg;
         }
     };
@@ -261,7 +269,7 @@ TEST(DecoderModel, LoaderRefusesMalformedModels) {
     s->set_string("general.architecture", "gpt2");
     expect_error(s, "not a supported text decoder");
 
-    s = std::make_shared<MemorySource>("nokey");
+    s = std::make_shared<WeightMap>();
     s->set_string("general.architecture", "phi3");
     expect_error(s, "phi3.embedding_length");
 
@@ -271,25 +279,25 @@ TEST(DecoderModel, LoaderRefusesMalformedModels) {
 
     s = random_source(sp);
     std::vector<float> junk(10);
-    s->add_tensor("blk.1.attn_output.weight", DType::F32, {2, 5}, junk.data());
+    s->add_copy("blk.1.attn_output.weight", DType::F32, {2, 5}, junk.data());
     expect_error(s, "blk.1.attn_output.weight has shape [2, 5], expected [32, 32]");
 
     s = random_source(sp);
     s->set_int("phi3.block_count", 3);
-    expect_error(s, "missing tensor blk.2.attn_norm.weight");
+    expect_error(s, "tensor blk.2.attn_norm.weight is missing");
 
     s = random_source(sp);
     s->set_int("phi3.block_count", 1);
     expect_error(s, "more layers than block_count");
 
     s = random_source(sp);
-    s->add_tensor("rope_factors_long.weight", DType::F32, {4}, junk.data());
+    s->add_copy("rope_factors_long.weight", DType::F32, {4}, junk.data());
     expect_error(s, "longrope");
 
     s = random_source(sp);
     std::vector<int32_t> ints(32 * 32);
-    s->add_tensor("blk.0.attn_output.weight", DType::I32, {32, 32}, ints.data());
-    expect_error(s, "matmul does not take");
+    s->add_copy("blk.0.attn_output.weight", DType::I32, {32, 32}, ints.data());
+    expect_error(s, "matmul kernels do not take");
 
     s = random_source(sp);
     s->set_float("phi3.attention.layer_norm_rms_epsilon", -1.0);
@@ -297,7 +305,7 @@ TEST(DecoderModel, LoaderRefusesMalformedModels) {
 }
 
 TEST(DecoderModel, ForwardRefusesBadCalls) {
-    auto d = load_decoder(random_source(Spec{}));
+    auto d = load(random_source(Spec{}));
     const auto& hp = d->hparams();
     KVCache cache(hp, 4, DType::F32);
     Arena arena;
@@ -307,4 +315,146 @@ TEST(DecoderModel, ForwardRefusesBadCalls) {
     EXPECT_THROW(d->forward(emb.data(), 1, wrong.view(), LogitRows::All, logits.data(), arena), Error);
     const std::vector<int32_t> bad = {(int32_t)hp.n_vocab};
     EXPECT_THROW(d->embed(bad, emb.data()), Error);
+}
+
+// ---------------------------------------------------------------------------------------------
+// H-LoRA plugins and vocabulary swaps
+
+namespace {
+
+// A plugin file in memory: H-LoRA triples for the given "blk.i.linear" -> (out, in).
+std::shared_ptr<WeightMap> plugin_map(const std::vector<std::tuple<std::string, int64_t, int64_t>>& linears,
+                                      int64_t rank = 8, int experts = 4) {
+    auto m = std::make_shared<WeightMap>();
+    m->set_string("general.type", "adapter");
+    m->set_string("healthgpt.plugin.task", "comprehension");
+    m->set_int("healthgpt.plugin.vision_layer", -2);
+    m->set_int("healthgpt.plugin.rank", rank);
+    m->set_float("healthgpt.plugin.alpha", 2.0 * rank);
+    m->set_int("healthgpt.plugin.experts", experts);
+    Rand r{99};
+    auto mat = [&](const std::string& name, int64_t rows, int64_t cols, float scale) {
+        std::vector<float> w((size_t)(rows * cols));
+        for (auto& x : w) x = scale * r.next();
+        m->add_copy(name, DType::F32, {rows, cols}, w.data());
+    };
+    for (const auto& [prefix, out, in] : linears) {
+        mat(prefix + ".hlora_a", rank, in, 0.3f);
+        mat(prefix + ".hlora_b", out, rank, 0.3f);
+        mat(prefix + ".hlora_route", experts, in, 1.0f);
+    }
+    mat("mm.0.weight", 32, 16, 0.1f);
+    mat("mm.2.weight", 32, 32, 0.1f);
+    std::vector<float> b(32, 0.0f);
+    m->add_copy("mm.0.bias", DType::F32, {32}, b.data());
+    m->add_copy("mm.2.bias", DType::F32, {32}, b.data());
+    return m;
+}
+
+// The expected wiring, spelled out: hlora_add_ref on the named (layer, linear).
+class RefPluginAdapters : public AdapterSet {
+public:
+    struct Ref : LinearAdapter {
+        const HLoraWeights* w;
+        void apply(float* y, const float* x, int64_t M, Arena&, ThreadPool&, const Kernels&) const override {
+            hlora_add_ref(y, x, M, *w);
+        }
+    };
+    std::map<std::pair<int64_t, LinearKind>, Ref> refs;
+    const LinearAdapter* find(int64_t layer, LinearKind kind) const override {
+        auto it = refs.find({layer, kind});
+        return it == refs.end() ? nullptr : &it->second;
+    }
+};
+
+std::vector<float> run(const Decoder& d, const std::vector<int32_t>& toks, const AdapterSet* a) {
+    const auto& hp = d.hparams();
+    KVCache cache(hp, 16, DType::F32);
+    Arena arena;
+    ForwardOptions fo;
+    fo.kernels = &kernels_ref();
+    fo.pool = &dectest::serial_pool();
+    fo.adapters = a;
+    std::vector<float> emb(toks.size() * hp.n_embd), out(toks.size() * hp.n_vocab);
+    d.embed(toks, emb.data());
+    d.forward(emb.data(), (int64_t)toks.size(), cache.view(), LogitRows::All, out.data(), arena, fo);
+    return out;
+}
+
+}  // namespace
+
+TEST(DecoderModel, HLoraPluginIsWiredToItsLinears) {
+    for (const Spec& sp : {all_specs()[0], all_specs()[2]}) {  // phi3 (fused), qwen2 (separate + biases)
+        auto d = load(random_source(sp));
+        const auto& hp = d->hparams();
+        const bool phi3 = sp.arch == "phi3";
+        const int64_t QKV = hp.q_dim() + 2 * hp.kv_dim();
+        std::vector<std::tuple<std::string, int64_t, int64_t>> linears;
+        std::vector<std::pair<int64_t, LinearKind>> where;
+        if (phi3) {
+            linears = {{"blk.1.attn_qkv", QKV, hp.n_embd}, {"blk.0.ffn_up", 2 * hp.n_ff, hp.n_embd},
+                       {"blk.1.ffn_down", hp.n_embd, hp.n_ff}};
+            where = {{1, LinearKind::AttnQKV}, {0, LinearKind::FfnGateUp}, {1, LinearKind::FfnDown}};
+        } else {
+            linears = {{"blk.0.attn_k", hp.kv_dim(), hp.n_embd}, {"blk.1.ffn_up", hp.n_ff, hp.n_embd},
+                       {"blk.1.attn_output", hp.n_embd, hp.q_dim()}};
+            where = {{0, LinearKind::AttnK}, {1, LinearKind::FfnUp}, {1, LinearKind::AttnOutput}};
+        }
+        auto pm = plugin_map(linears);
+        const HLoraPlugin plugin = HLoraPlugin::load(pm->source("plugin.gguf"));
+        const auto adapters = hlora_adapters(plugin, *d);
+        RefPluginAdapters ref;
+        for (size_t i = 0; i < where.size(); ++i) ref.refs[where[i]].w = plugin.find((int)where[i].first,
+                                                                                     linear_kind_name(where[i].second));
+        const auto toks = some_ids(7, (int)sp.V);
+        const auto got = run(*d, toks, adapters.get());
+        const auto want = run(*d, toks, &ref);
+        const auto e = hgtest::compare(got, want);
+        EXPECT_LE(e.max_abs, 1e-5) << sp.arch << ": " << hgtest::to_string(e);
+        EXPECT_GT(hgtest::compare(run(*d, toks, nullptr), want).max_abs, 1e-3) << sp.arch;  // the plugin acts
+    }
+}
+
+TEST(DecoderModel, HLoraPluginThatDoesNotFitIsRefused) {
+    auto phi3 = load(random_source(all_specs()[0]), "phi3-text.gguf");
+    const auto& hp = phi3->hparams();
+    auto expect_error = [&](const std::shared_ptr<WeightMap>& pm, const std::string& needle) {
+        const HLoraPlugin plugin = HLoraPlugin::load(pm->source("plugin.gguf"));
+        try {
+            hlora_adapters(plugin, *phi3);
+            ADD_FAILURE() << "no error for: " << needle;
+        } catch (const Error& e) {
+            const std::string msg = e.what();
+            EXPECT_NE(msg.find("plugin.gguf"), std::string::npos) << msg;
+            EXPECT_NE(msg.find(needle), std::string::npos) << msg;
+        }
+    };
+    // A qwen2 plugin (separate q) on a phi3 base, a layer past the last, a wrong input width.
+    expect_error(plugin_map({{"blk.0.attn_q", hp.q_dim(), hp.n_embd}}), "blk.0.attn_q has no matching linear");
+    expect_error(plugin_map({{"blk.2.ffn_down", hp.n_embd, hp.n_ff}}), "blk.2.ffn_down has no matching linear");
+    expect_error(plugin_map({{"blk.0.attn_qkv", hp.q_dim() + 2 * hp.kv_dim(), 16}}), "the linear is [64, 32]");
+}
+
+TEST(DecoderModel, VocabularySwapUsesTheNewRows) {
+    // A generation plugin's fusion rows: same layers, a larger embedding table and head.
+    Spec sp;
+    auto base = load(random_source(sp));
+    const int64_t V2 = 57, E = sp.E;
+    Rand r{5};
+    std::vector<float> emb((size_t)(V2 * E)), head((size_t)(V2 * E));
+    for (auto& x : emb) x = r.next();
+    for (auto& x : head) x = 0.3f * r.next();
+    auto rows = std::make_shared<WeightMap>();
+    const Tensor te = rows->add_copy("token_embd.weight", DType::F32, {V2, E}, emb.data());
+    const Tensor to = rows->add_copy("output.weight", DType::F32, {V2, E}, head.data());
+    auto swapped = with_vocabulary(base, te, to, rows);
+    EXPECT_EQ(swapped->hparams().n_vocab, V2);
+
+    auto full = random_source(sp);  // the same model built with those rows from the start
+    full->add_copy("token_embd.weight", DType::F32, {V2, E}, emb.data());
+    full->add_copy("output.weight", DType::F32, {V2, E}, head.data());
+    auto want = load(full);
+    const std::vector<int32_t> toks = {1, 50, 56, 3, 41};  // ids beyond the base vocabulary (40)
+    EXPECT_EQ(run(*swapped, toks, nullptr), run(*want, toks, nullptr));
+    EXPECT_THROW(with_vocabulary(base, te, Tensor::view(DType::F32, {V2 - 1, E}, head.data()), rows), Error);
 }
