@@ -61,7 +61,7 @@ TEST(DecoderLlama2c, Stories260KGreedyContinuationIsIdentical) {
     auto d = load_llama2c(stories_path());
     const auto j = dectest::read_json(hgtest::fixture("decoder/stories260K/case.json"));
     const auto want = dectest::ids(j["greedy_from_bos"]["ids"]);
-    Generator gen(d, 128, DType::F32);
+    Generator gen(d, 128, DType::F32, &dectest::serial_pool());
     Prompt p;
     const int32_t bos = 1;
     p.add_tokens(std::span<const int32_t>(&bos, 1));
