@@ -51,8 +51,10 @@ std::string DecoderHParams::describe() const {
     return buf;
 }
 
-Decoder::Decoder(DecoderHParams hp, DecoderWeights w, std::shared_ptr<const void> storage, std::string source)
-    : hp_(hp), w_(std::move(w)), storage_(std::move(storage)), source_(std::move(source)) {
+Decoder::Decoder(DecoderHParams hp, DecoderWeights w, std::shared_ptr<const void> storage, std::string source,
+                 std::vector<int32_t> stop_ids)
+    : hp_(hp), w_(std::move(w)), storage_(std::move(storage)), source_(std::move(source)),
+      stop_ids_(std::move(stop_ids)) {
     HG_CHECK((int64_t)w_.layers.size() == hp_.n_layer, "%s: %zu layers of weights for %lld layers", source_.c_str(),
              w_.layers.size(), (long long)hp_.n_layer);
 }
@@ -303,8 +305,9 @@ std::shared_ptr<const Decoder> with_vocabulary(std::shared_ptr<const Decoder> ba
         std::shared_ptr<const void> extra;
     };
     const std::string src = base->source();
+    const std::vector<int32_t> stops = base->stop_ids();  // before `base` moves into the keeper
     auto storage = std::make_shared<const Keep>(Keep{std::move(base), std::move(keep)});
-    return std::make_shared<const Decoder>(hp, std::move(w), storage, src);
+    return std::make_shared<const Decoder>(hp, std::move(w), storage, src, stops);
 }
 
 }  // namespace hg

@@ -140,7 +140,8 @@ struct ForwardOptions {
 
 class Decoder {
 public:
-    Decoder(DecoderHParams hp, DecoderWeights w, std::shared_ptr<const void> storage, std::string source);
+    Decoder(DecoderHParams hp, DecoderWeights w, std::shared_ptr<const void> storage, std::string source,
+            std::vector<int32_t> stop_ids = {});
 
     // A text-model GGUF (llama.cpp names; general.architecture phi3 | qwen2 | llama).
     // Implemented in decoder_loader.cpp.
@@ -149,6 +150,9 @@ public:
     const DecoderHParams& hparams() const { return hp_; }
     const DecoderWeights& weights() const { return w_; }
     const std::string& source() const { return source_; }  // file it came from, for messages
+    // End-of-generation ids stated by the file: healthgpt.stop_token_ids, else
+    // tokenizer.ggml.eos_token_id (+ eot_token_id); empty if it states none.
+    const std::vector<int32_t>& stop_ids() const { return stop_ids_; }
 
     // out[n, n_embd] = embedding rows of ids (throws on an id outside the table).
     void embed(std::span<const int32_t> ids, float* out) const;
@@ -168,6 +172,7 @@ private:
     DecoderWeights w_;
     std::shared_ptr<const void> storage_;  // keeps mapped weights alive
     std::string source_;
+    std::vector<int32_t> stop_ids_;
 };
 
 // The adapters of an H-LoRA plugin (model/hlora.h) bound to this decoder's linears: each is

@@ -1,6 +1,8 @@
 // Decoder loading from llama.cpp-named tensors and metadata (see decoder_loader.h).
 #include "model/decoder_loader.h"
 
+#include <algorithm>
+#include <climits>
 #include <cstring>
 #include <fstream>
 
@@ -104,7 +106,8 @@ Linear bind_linear(const WeightSource& s, const std::string& base, int64_t out, 
 
 }  // namespace
 
-std::shared_ptr<const Decoder> load_decoder(const WeightSource& s, std::shared_ptr<const void> storage) {
+std::shared_ptr<const Decoder> load_decoder(const WeightSource& s, std::shared_ptr<const void> storage,
+                                            std::vector<int32_t> stop_ids) {
     HG_CHECK(s.tensor, "%s: weight source cannot look up tensors", s.origin.c_str());
     DecoderHParams hp = read_decoder_hparams(s);
     const int64_t E = hp.n_embd, I = hp.n_ff, QD = hp.q_dim(), KVD = hp.kv_dim();
@@ -145,12 +148,30 @@ std::shared_ptr<const Decoder> load_decoder(const WeightSource& s, std::shared_p
     }
     HG_CHECK(!has_tensor(s, "blk." + std::to_string(hp.n_layer) + ".attn_norm.weight"),
              "%s: has more layers than block_count = %lld", s.origin.c_str(), (long long)hp.n_layer);
-    return std::make_shared<const Decoder>(hp, std::move(w), std::move(storage), s.origin);
+    if (stop_ids.empty())
+        for (const char* key : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"})
+            if (auto id = opt_int(s, key)) {
+                HG_CHECK(*id >= 0 && *id < hp.n_vocab, "%s: %s = %lld is outside the vocabulary (%lld)",
+                         s.origin.c_str(), key, (long long)*id, (long long)hp.n_vocab);
+                if (std::find(stop_ids.begin(), stop_ids.end(), (int32_t)*id) == stop_ids.end())
+                    stop_ids.push_back((int32_t)*id);
+            }
+    for (int32_t id : stop_ids)
+        HG_CHECK(id >= 0 && id < hp.n_vocab, "%s: stop token id %d is outside the vocabulary (%lld)", s.origin.c_str(),
+                 id, (long long)hp.n_vocab);
+    return std::make_shared<const Decoder>(hp, std::move(w), std::move(storage), s.origin, std::move(stop_ids));
 }
 
 std::shared_ptr<const Decoder> Decoder::load(const std::string& gguf_path) {
     std::shared_ptr<const GGUFFile> f = GGUFFile::open(gguf_path);
-    return load_decoder(gguf_source(*f), f);
+    std::vector<int32_t> stops;
+    if (auto a = f->get_int_array("healthgpt.stop_token_ids"))
+        for (int64_t id : *a) {
+            HG_CHECK(id >= 0 && id <= INT32_MAX, "%s: healthgpt.stop_token_ids holds %lld", gguf_path.c_str(),
+                     (long long)id);
+            stops.push_back((int32_t)id);
+        }
+    return load_decoder(gguf_source(*f), f, std::move(stops));
 }
 
 // ---------------------------------------------------------------------------------------------

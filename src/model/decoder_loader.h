@@ -29,7 +29,10 @@ namespace hg {
 // Reads hyper-parameters and binds weight views from `src`; `storage` owns what the views
 // point into (the GGUFFile, the WeightMap ...) and is kept alive by the returned decoder.
 // Every missing or mis-shaped tensor or key is an hg::Error naming the source and the tensor.
-std::shared_ptr<const Decoder> load_decoder(const WeightSource& src, std::shared_ptr<const void> storage);
+// stop_ids: the file's stop set if the caller read one (a GGUF array); empty = take
+// tokenizer.ggml.eos_token_id (+ tokenizer.ggml.eot_token_id) from `src` when present.
+std::shared_ptr<const Decoder> load_decoder(const WeightSource& src, std::shared_ptr<const void> storage,
+                                            std::vector<int32_t> stop_ids = {});
 DecoderHParams read_decoder_hparams(const WeightSource& src);
 
 // A llama2.c checkpoint (run.c's format: 7 int32 header dim, hidden_dim, n_layers, n_heads,

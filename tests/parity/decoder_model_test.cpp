@@ -302,6 +302,19 @@ TEST(DecoderModel, LoaderRefusesMalformedModels) {
     s = random_source(sp);
     s->set_float("phi3.attention.layer_norm_rms_epsilon", -1.0);
     expect_error(s, "layer_norm_rms_epsilon");
+
+    s = random_source(sp);
+    s->set_int("tokenizer.ggml.eos_token_id", 40);  // vocabulary is 40
+    expect_error(s, "tokenizer.ggml.eos_token_id = 40 is outside the vocabulary");
+}
+
+TEST(DecoderModel, StopIdsFromTokenizerMetadata) {
+    auto s = random_source(Spec{});
+    EXPECT_TRUE(load(s)->stop_ids().empty());
+    s->set_int("tokenizer.ggml.eos_token_id", 2);
+    s->set_int("tokenizer.ggml.eot_token_id", 7);
+    EXPECT_EQ(load(s)->stop_ids(), (std::vector<int32_t>{2, 7}));
+    EXPECT_EQ(load_decoder(s->source("x"), s, {5})->stop_ids(), std::vector<int32_t>{5});  // a stated set wins
 }
 
 TEST(DecoderModel, ForwardRefusesBadCalls) {
@@ -438,7 +451,9 @@ TEST(DecoderModel, HLoraPluginThatDoesNotFitIsRefused) {
 TEST(DecoderModel, VocabularySwapUsesTheNewRows) {
     // A generation plugin's fusion rows: same layers, a larger embedding table and head.
     Spec sp;
-    auto base = load(random_source(sp));
+    auto base_src = random_source(sp);
+    base_src->set_int("tokenizer.ggml.eos_token_id", 2);
+    auto base = load(base_src);
     const int64_t V2 = 57, E = sp.E;
     Rand r{5};
     std::vector<float> emb((size_t)(V2 * E)), head((size_t)(V2 * E));
@@ -449,6 +464,7 @@ TEST(DecoderModel, VocabularySwapUsesTheNewRows) {
     const Tensor to = rows->add_copy("output.weight", DType::F32, {V2, E}, head.data());
     auto swapped = with_vocabulary(base, te, to, rows);
     EXPECT_EQ(swapped->hparams().n_vocab, V2);
+    EXPECT_EQ(swapped->stop_ids(), std::vector<int32_t>{2});
 
     auto full = random_source(sp);  // the same model built with those rows from the start
     full->add_copy("token_embd.weight", DType::F32, {V2, E}, emb.data());

@@ -64,6 +64,7 @@ TEST_P(DecoderParity, HyperParametersFromGGUF) {
         const DType want = std::string(w) == "f32" ? DType::F32 : DType::BF16;
         EXPECT_EQ(d->weights().layers[0].o.weight.type, want);
         EXPECT_EQ(d->weights().token_embd.type, want);
+        EXPECT_EQ(d->stop_ids(), dectest::ids(c.j["stop_ids"]));  // healthgpt.stop_token_ids
     }
 }
 
