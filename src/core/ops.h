@@ -34,8 +34,19 @@ struct AttentionParams {
 struct Kernels {
     const char* name;
 
-    // y[M,N] = x[M,K] · W[N,K]^T (+ bias[N]).  W: F32 F16 BF16 Q4_0 Q8_0 Q4_K Q6_K.
-    // Integer paths quantize x on the fly (Q8_0 for Q4_0/Q8_0, Q8_K for K-quants), as ggml does.
+    // y[M,N] = x[M,K] · W[N,K]^T (+ bias[N]).  W: F32 F16 BF16 Q4_0 Q8_0 Q4_K Q6_K, packed rows.
+    // y must not alias x. Semantics (the reference, kernels_ref.cpp, defines them exactly):
+    //  * Quantized W (ggml's semantics): each row of x is quantized once to vec_dot_type(W)
+    //    (Q8_0 for Q4_0/Q8_0, Q8_K for Q4_K/Q6_K, bit-identical to quantize_row), each block
+    //    pair gives an exact integer dot product and one float term (block scales times that
+    //    integer, see vec_dot_ref), and y is the float sum of the terms. Optimised paths are
+    //    exact in the integers and differ from the reference only in the order and fusing
+    //    (FMA) of the float operations: |y - y_ref| <= (n_terms + 16) * 2^-24 * S, S being
+    //    vec_dot_ref's abs_terms (the conformance suite enforces this per element).
+    //  * F32/F16/BF16 W: x stays float32 (it is NOT rounded to the weight type, unlike ggml);
+    //    W is converted exactly to float32 and y = sum_k x_k * w_k. The reference sums in
+    //    double; optimised paths sum in float32 in any order (|err| <= K * 2^-24 * sum |x_k w_k|).
+    // K must be a whole number of W's blocks (any K for the float types).
     void (*matmul)(float* y, const float* x, const Tensor& W, const float* bias, int64_t M, ThreadPool& pool);
 
     // Attention over a KV store. q: [n_q, n_head, head_dim] with row stride q_stride (floats);
@@ -74,11 +85,25 @@ struct Kernels {
     void (*add)(float* y, const float* a, const float* b, int64_t n);
     void (*mul)(float* y, const float* a, const float* b, int64_t n);
     void (*scale)(float* y, const float* x, float s, int64_t n);
+
+    // Activation quantization used by matmul: type Q8_0 or Q8_K, n a multiple of the block.
+    // Bit-identical to quantize_row_q8_0 / quantize_row_q8_K (core/quants.h) for finite x.
+    void (*quantize_act)(DType type, const float* x, void* y, int64_t n);
 };
 
 const Kernels& kernels_ref();              // scalar reference, always available
 const Kernels* kernels_for(Isa isa);       // nullptr if not compiled in or not supported by this CPU
 const Kernels& kernels();                  // the active level (isa_active())
+
+// Second references, for tests and error reports (scalar, slow):
+// y = x · dequantize(W)^T + bias accumulated in double, with x NOT quantized: the exact
+// product of the stored weights and the float activations. matmul_ref minus this is the error
+// that quantizing the activations adds.
+void matmul_dequant_ref(float* y, const float* x, const Tensor& W, const float* bias, int64_t M, ThreadPool& pool);
+// One reference row dot (ggml's vec_dot): w is a packed row of K values of type wt; a is the
+// activation row in vec_dot_type(wt) (float32 for the float types). abs_terms (optional)
+// receives sum |term| over the float terms, from which the conformance bounds are derived.
+float vec_dot_ref(DType wt, const void* w, const void* a, int64_t K, double* abs_terms);
 
 // Convenience wrappers on the active table.
 inline void matmul(float* y, const float* x, const Tensor& W, const float* bias, int64_t M, ThreadPool& pool) {

@@ -1,6 +1,11 @@
 // Block quantization, bit-compatible with ggml / GGUF (ggml-common.h layouts, ggml-quants.c
 // rounding). Our quantize_row() output must equal gguf-py's numpy quantizer byte for byte
-// (tests/parsers/quants_golden_test.cpp holds us to committed golden vectors).
+// (tests/unit/quants_golden_test.cpp holds us to committed golden vectors made by gguf-py and
+// by llama.cpp's own reference quantizers, tests/reference/gen_quants.py).
+//
+// Non-finite input: F32/F16/BF16 carry NaN and +-inf through (as numpy/gguf-py do). The block
+// formats have no way to represent them and ggml's behaviour on them is undefined (a float to
+// int conversion of NaN), so quantize_row() refuses them with an hg::Error naming the index.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -47,6 +52,30 @@ static_assert(sizeof(block_q8_0) == 34);
 static_assert(sizeof(block_q4_K) == 144);
 static_assert(sizeof(block_q6_K) == 210);
 static_assert(sizeof(block_q8_K) == 292);
+
+// Typed scalar reference quantizers (the same code quantize_row() dispatches to). They do
+// not check for non-finite input (the kernels call them on activations; the result for a
+// non-finite input is unspecified but memory-safe).
+void quantize_row_q4_0(const float* x, block_q4_0* y, int64_t n);
+void quantize_row_q8_0(const float* x, block_q8_0* y, int64_t n);
+void quantize_row_q4_K(const float* x, block_q4_K* y, int64_t n);
+void quantize_row_q6_K(const float* x, block_q6_K* y, int64_t n);
+void quantize_row_q8_K(const float* x, block_q8_K* y, int64_t n);
+
+// The 6-bit scale and min of sub-block j (0..7) of a Q4_K block (ggml's packing).
+inline void q4_K_scale_min(int j, const uint8_t* s, uint8_t* sc, uint8_t* m) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *m = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4);
+        *m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+// The activation type a weight type is multiplied with (ggml's vec_dot_type): Q8_0 for
+// Q4_0/Q8_0, Q8_K for the K-quants, F32 for the float types (we keep activations in f32).
+DType vec_dot_type(DType weight_type);
 
 // Converts n floats into `type` (F32, F16, BF16, Q4_0, Q8_0, Q4_K, Q6_K, Q8_K); n must be a
 // multiple of the block size. dst must hold row_bytes(type, n) bytes. Scalar reference code.

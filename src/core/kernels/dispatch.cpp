@@ -3,9 +3,13 @@
 
 namespace hg {
 
-// The ISA-specific translation units define these (strong symbols); a level that is not
-// built falls back to these weak definitions.
-__attribute__((weak)) const Kernels* kernels_avx2_table() { return nullptr; }
+// The AVX2 level is always built on x86-64 (ops_avx2.cpp defines its table). It is referenced
+// strongly: a weak default here would satisfy the linker, which would then never pull the AVX2
+// objects out of the static library.
+const Kernels* kernels_avx2_table();
+// No AVX-512 level exists yet: the development machine (Zen 3) cannot execute AVX-512, and
+// untested kernels are not shipped. A future *_avx512.cpp defining this strongly must also be
+// referenced from here the same way.
 __attribute__((weak)) const Kernels* kernels_avx512_table() { return nullptr; }
 
 const Kernels* kernels_for(Isa isa) {
