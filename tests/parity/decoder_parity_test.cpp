@@ -12,6 +12,8 @@
 
 #include "core/error.h"
 #include "core/quants.h"
+#include "formats/gguf.h"
+#include "model/decoder_loader.h"
 #include "decoder_fixture.h"
 #include "runtime/generate.h"
 
@@ -292,32 +294,52 @@ TEST(DecoderParityPhi3, RopeInvFreqRoundedLikeModelTo) {
 
 TEST(DecoderParityPhi4, BlockQuantizedWeights) {
     // Q8_0 / Q4_0 files (gguf-py's quantizer); the reference is float32 on gguf-py's dequantized
-    // weights, so the scalar path (dequantize rows, float compute) must meet the F32 bound.
+    // weights. Two separate claims:
+    //  1. the weights decode exactly: the same file widened to F32 at load meets the F32 bound;
+    //  2. the quantized matmul (ggml's semantics: activations quantized to Q8_0 per 32-block for
+    //     an integer dot product, in every kernel table) stays within 5e-2 x the logit scale;
+    //     measured 1.6e-2 (Q8_0) and 2.0e-2 (Q4_0) on this model. Continuations are reported,
+    //     not required: that error exceeds the smallest greedy margins (3e-3).
     const auto c = dectest::load_case("phi4");
     for (const char* wt : {"q8_0", "q4_0"}) {
         const DType t = std::string(wt) == "q8_0" ? DType::Q8_0 : DType::Q4_0;
-        try {  // the block formats come with the kernels (core/quants); until then there is nothing to test
-            std::vector<uint8_t> block(row_bytes(t, 32), 0);
-            float out[32];
-            dequantize_row(t, block.data(), out, 32);
-        } catch (const Error& e) {
-            GTEST_SKIP() << dtype_name(t) << " is not implemented in this build: " << e.what();
-        }
         auto d = dectest::load_gguf(c.gguf(wt));
         EXPECT_EQ(d->weights().layers[0].qkv.weight.type, t);
         const auto ref = c.logits(wt);
+
+        // 1. Every tensor widened to F32 (our dequantize_row), metadata from the file.
+        std::shared_ptr<const GGUFFile> f = GGUFFile::open(c.gguf(wt));
+        auto wide = std::make_shared<WeightMap>();
+        for (const auto& info : f->tensors()) {
+            const Tensor q = f->tensor(info);
+            std::vector<float> v((size_t)q.numel());
+            for (int64_t r = 0; r < q.rows(); ++r) dequantize_row(q.type, q.row(r), v.data() + r * q.cols(), q.cols());
+            wide->add_converted(info.name, DType::F32, std::vector<int64_t>(q.shape.begin(), q.shape.begin() + q.n_dims),
+                                v.data());
+        }
+        WeightSource src = gguf_source(*f);
+        src.tensor = [wide](std::string_view n) { return wide->source("").tensor(n); };
+        auto df = load_decoder(src, std::make_shared<std::pair<std::shared_ptr<const GGUFFile>,
+                                                                std::shared_ptr<WeightMap>>>(f, wide));
+        EXPECT_EQ(df->weights().layers[0].qkv.weight.type, DType::F32);
+        const auto ew = hgtest::compare(dectest::logits_all(*df, c.prompt, DType::F32, &kernels_ref()), ref);
+        std::printf("phi4      %-4s widened to F32   : %s (max_abs/scale %.2e)\n", wt, hgtest::to_string(ew).c_str(),
+                    ew.max_abs / c.scale(wt));
+        EXPECT_LE(ew.max_abs, kBound * c.scale(wt)) << wt;
+
+        // 2. The quantized path, every kernel table.
         for (const Kernels* k : {&kernels_ref(), &kernels()}) {
             const auto got = dectest::logits_all(*d, c.prompt, DType::F32, k);
             const auto e = hgtest::compare(got, ref);
-            std::printf("phi4      %-4s %-7s %zu positions, logit scale %.2f: %s (max_abs/scale %.2e)\n", wt, k->name,
-                        c.prompt.size(), c.scale(wt), hgtest::to_string(e).c_str(), e.max_abs / c.scale(wt));
-            if (k == &kernels_ref()) {
-                EXPECT_LE(e.max_abs, kBound * c.scale(wt)) << wt;
-            }
+            Generator gen(d, 256, DType::F32, &dectest::serial_pool());
+            gen.set_kernels(k);
+            const auto want = c.greedy(wt);
+            const auto toks = gen.generate(token_prompt(c.prompt), greedy_options(c, (int64_t)want.size())).tokens;
+            size_t same = 0;
+            while (same < toks.size() && same < want.size() && toks[same] == want[same]) ++same;
+            std::printf("phi4      %-4s %-7s quantized: %s (max_abs/scale %.2e); greedy: first %zu of %zu identical\n",
+                        wt, k->name, hgtest::to_string(e).c_str(), e.max_abs / c.scale(wt), same, want.size());
+            EXPECT_LE(e.max_abs, 5e-2 * c.scale(wt)) << wt << " " << k->name;
         }
-        Generator gen(d, 256, DType::F32, &dectest::serial_pool());
-        gen.set_kernels(&kernels_ref());
-        const auto want = c.greedy(wt);
-        EXPECT_EQ(gen.generate(token_prompt(c.prompt), greedy_options(c, (int64_t)want.size())).tokens, want) << wt;
     }
 }
