@@ -32,8 +32,10 @@ std::vector<float> randn(size_t n, float stddev, std::mt19937& rng) {
     return v;
 }
 
-// One case: random adapter in `type`, random x[M, in] and y0[M, out]; returns fast vs ref stats.
-hgtest::ErrorStats run_case(const Kernels& K, const Shape& s, DType type, int64_t M, uint32_t seed) {
+// One case: random adapter in `type`, random x[M, in] and y0[M, out]; returns fast vs ref stats
+// of the adapter's contribution (optionally handing back both contributions).
+hgtest::ErrorStats run_case(const Kernels& K, const Shape& s, DType type, int64_t M, uint32_t seed,
+                            std::vector<float>* fast_out = nullptr, std::vector<float>* ref_out = nullptr) {
     std::mt19937 rng(seed);
     WeightMap map;
     const auto A = randn(s.rank * s.in, 1.0f / std::sqrt((float)s.in), rng);
@@ -56,6 +58,8 @@ hgtest::ErrorStats run_case(const Kernels& K, const Shape& s, DType type, int64_
         fast[i] -= y0[i];
         ref[i] -= y0[i];
     }
+    if (fast_out) *fast_out = fast;
+    if (ref_out) *ref_out = ref;
     return hgtest::compare(fast, ref);
 }
 
@@ -81,40 +85,50 @@ TEST(HLoraConformance, FusedEqualsUnfusedFloatWeights) {
         for (DType type : {DType::F32, DType::F16, DType::BF16})
             for (const Shape& s : shapes)
                 for (int64_t M : {1, 7, 33}) {
-                    const hgtest::ErrorStats e = run_case(*K, s, type, M, 1000 + n);
+                    std::vector<float> ref;
+                    const hgtest::ErrorStats e = run_case(*K, s, type, M, 1000 + n, nullptr, &ref);
+                    double ref_max = 0;
+                    for (float v : ref) ref_max = std::max(ref_max, (double)std::fabs(v));
                     EXPECT_EQ(e.n_nonfinite, 0u);
                     EXPECT_LE(e.nmse, 1e-12) << K->name << " " << dtype_name(type) << " in=" << s.in
                                              << " out=" << s.out << " r=" << s.rank << " M=" << M << " "
                                              << hgtest::to_string(e);
-                    EXPECT_LE(e.max_rel, 1e-4) << K->name << " " << hgtest::to_string(e);
+                    // Per-element: float rounding of sums of O(in) terms, relative to the output scale
+                    // (a flat relative bound would fail on outputs where the terms cancel).
+                    EXPECT_LE(e.max_abs, 1e-5 * ref_max) << K->name << " " << hgtest::to_string(e);
                     ++n;
                 }
     std::printf("  %d cases\n", n);
 }
 
-// Block-quantized adapters (a user's quantized plugin): the scalar table dequantizes exactly, so
-// the tight bound holds; optimised tables quantize x on the fly (Q8 activations, as ggml does),
-// which costs ~1e-4 relative: bound nmse 1e-5 there.
+// Block-quantized adapters (a user's quantized plugin). Every table follows ggml's semantics:
+// activations are quantized on the fly to Q8_0 (x before the route and A matmuls, the gated rank
+// vector before B). So (1) each optimised table must equal the scalar table up to summation order
+// (integer block dots are exact), and (2) the scalar table differs from the exact per-expert
+// reference only by that activation quantization: two Q8 stages, each a relative step of at most
+// 1/254 of its 32-block maximum, measured by the kernels suite at nmse ~3e-5 per matmul; three
+// chained matmuls and a softmax gate stay below nmse 1e-3.
 TEST(HLoraConformance, FusedEqualsUnfusedQuantizedWeights) {
     const Shape shapes[] = {{64, 96, 32, 4, 8.0f}, {256, 64, 64, 4, 8.0f}};  // rank: whole blocks
-    try {  // block quantization comes with the kernels work; until it is merged there is nothing to test
-        std::vector<float> probe(32, 1.0f);
-        std::vector<uint8_t> q(64);
-        quantize_row(DType::Q8_0, probe.data(), q.data(), 32);
-    } catch (const Error& e) {
-        GTEST_SKIP() << "block quantization not available on this build: " << e.what();
-    }
     int n = 0;
-    for (const Kernels* K : tables())
-        for (DType type : {DType::Q8_0, DType::Q4_0})
-            for (const Shape& s : shapes)
-                for (int64_t M : {1, 9}) {
-                    const hgtest::ErrorStats e = run_case(*K, s, type, M, 2000 + n);
-                    const double bound = std::string(K->name) == "scalar" ? 1e-12 : 1e-5;
-                    EXPECT_LE(e.nmse, bound) << K->name << " " << dtype_name(type) << " M=" << M << " "
+    for (DType type : {DType::Q8_0, DType::Q4_0})
+        for (const Shape& s : shapes)
+            for (int64_t M : {1, 9}) {
+                const uint32_t seed = 2000 + n;
+                std::vector<float> scalar_fast, exact;
+                const hgtest::ErrorStats q = run_case(kernels_ref(), s, type, M, seed, &scalar_fast, &exact);
+                EXPECT_LE(q.nmse, 1e-3) << "scalar vs exact " << dtype_name(type) << " M=" << M << " "
+                                        << hgtest::to_string(q);
+                for (const Kernels* K : tables()) {
+                    if (K == &kernels_ref()) continue;
+                    std::vector<float> fast;
+                    run_case(*K, s, type, M, seed, &fast, nullptr);
+                    const hgtest::ErrorStats e = hgtest::compare(fast, scalar_fast);
+                    EXPECT_LE(e.nmse, 1e-10) << K->name << " vs scalar " << dtype_name(type) << " M=" << M << " "
                                              << hgtest::to_string(e);
-                    ++n;
                 }
+                ++n;
+            }
     std::printf("  %d cases\n", n);
 }
 
