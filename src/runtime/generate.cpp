@@ -81,10 +81,17 @@ Generator::Generator(std::shared_ptr<const Decoder> model, int64_t n_ctx, DType 
 }
 
 uint64_t Generator::hash_seed(const GenerateOptions& opt) const {
-    // The same inputs under another adapter give other keys/values: the adapter is part of
-    // the identity of every cached position.
+    // The same inputs under another model, vocabulary or adapter give other keys/values, so
+    // they are part of the identity of every cached position (a PrefixCache may be shared by
+    // generators of different models; it then never hands one the other's snapshot).
+    const DecoderWeights& w = model_->weights();
+    uint64_t h = kPrefixHashSeed;
+    for (const uint64_t part : {(uint64_t)(uintptr_t)w.token_embd.data, (uint64_t)(uintptr_t)w.output.data,
+                                (uint64_t)(uintptr_t)(w.layers.empty() ? nullptr : w.layers[0].o.weight.data),
+                                (uint64_t)model_->hparams().n_vocab})
+        h = prefix_hash_token(h ^ part, -2);
     const uint64_t key = opt.adapter_key ? opt.adapter_key : (uint64_t)(uintptr_t)opt.adapters;
-    return key ? prefix_hash_token(kPrefixHashSeed ^ key, -1) : kPrefixHashSeed;
+    return key ? prefix_hash_token(h ^ key, -1) : h;
 }
 
 std::span<float> Generator::prefill(const Prompt& prompt, const GenerateOptions& opt, int64_t* n_reused) {
@@ -111,7 +118,8 @@ std::span<float> Generator::prefill(const Prompt& prompt, const GenerateOptions&
     int64_t keep = cache_.common_prefix(hashes_);
     if (prefix_cache_) {
         auto snap = prefix_cache_->find(hashes_);
-        if (snap && snap->n() > keep && snap->type == cache_.type()) {
+        if (snap && snap->n() > keep && snap->type == cache_.type() && snap->n_layer == cache_.n_layer() &&
+            snap->kv_dim == cache_.kv_dim()) {
             cache_.restore(*snap);
             keep = snap->n();
         }

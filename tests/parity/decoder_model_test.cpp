@@ -474,3 +474,41 @@ TEST(DecoderModel, VocabularySwapUsesTheNewRows) {
     EXPECT_EQ(run(*swapped, toks, nullptr), run(*want, toks, nullptr));
     EXPECT_THROW(with_vocabulary(base, te, Tensor::view(DType::F32, {V2 - 1, E}, head.data()), rows), Error);
 }
+
+TEST(DecoderModel, CachedPrefixesAreNotSharedAcrossModelsOrAdapters) {
+    Spec sp;
+    auto a = load(random_source(sp, 1)), b = load(random_source(sp, 2));  // same shapes, other weights
+    auto store = std::make_shared<PrefixCache>(16 << 20);
+    const auto ids = some_ids(10, (int)sp.V);
+    Prompt p;
+    p.add_tokens(ids);
+    GenerateOptions opt;
+    opt.max_new_tokens = 4;
+    opt.save_prefix = 10;
+    Generator ga(a, 64, DType::F32, &dectest::serial_pool()), gb(b, 64, DType::F32, &dectest::serial_pool());
+    ga.set_prefix_cache(store);
+    gb.set_prefix_cache(store);
+    ga.generate(p, opt);
+    EXPECT_EQ(store->size(), 1u);
+    const auto rb = gb.generate(p, opt);
+    EXPECT_EQ(rb.n_prompt_reused, 0);  // a's snapshot is not b's
+    Generator fresh(b, 64, DType::F32, &dectest::serial_pool());
+    GenerateOptions plain;
+    plain.max_new_tokens = 4;
+    EXPECT_EQ(fresh.generate(p, plain).tokens, rb.tokens);
+
+    // Same model, another adapter: the cached positions of the plain run are not reused.
+    Rand r{3};
+    std::vector<float> dw((size_t)(sp.E * sp.E));
+    for (auto& x : dw) x = 0.1f * r.next();
+    AddDelta delta(Tensor::view(DType::F32, {sp.E, sp.E}, dw.data()));
+    OneAdapter set(0, LinearKind::AttnOutput, &delta);
+    GenerateOptions with = opt;
+    with.adapters = &set;
+    const auto ra = ga.generate(p, with);
+    EXPECT_EQ(ra.n_prompt_reused, 0);
+    EXPECT_GT(delta.calls, 0);
+    const auto again = ga.generate(p, with);  // the same adapter again: reused
+    EXPECT_EQ(again.n_prompt_reused, 9);
+    EXPECT_EQ(again.tokens, ra.tokens);
+}
