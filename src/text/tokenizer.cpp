@@ -235,7 +235,13 @@ public:
 
 private:
     static constexpr uint64_t kEmpty = ~uint64_t(0);
-    static size_t hash(uint64_t k) { return static_cast<size_t>((k * 0x9E3779B97F4A7C15ull) >> 17); }
+    static size_t hash(uint64_t k) {  // splitmix64 finaliser: every key bit reaches every slot bit
+        k ^= k >> 30;
+        k *= 0xBF58476D1CE4E5B9ull;
+        k ^= k >> 27;
+        k *= 0x94D049BB133111EBull;
+        return static_cast<size_t>(k ^ (k >> 31));
+    }
     std::vector<Entry> slots_;
     size_t mask_ = 0;
 };
@@ -256,6 +262,12 @@ std::string replace_all(std::string_view s, std::string_view from, std::string_v
 }
 
 bool starts_with_space_symbol(std::string_view s) { return s.compare(0, kSpace.size(), kSpace) == 0; }
+
+// A "▁" at byte k that follows a character other than "▁" (where a new word starts).
+bool word_start(std::string_view s, size_t k) {
+    return k > 0 && starts_with_space_symbol(s.substr(k)) &&
+           !(k >= kSpace.size() && s.compare(k - kSpace.size(), kSpace.size(), kSpace) == 0);
+}
 
 // Start of the last UTF-8 character of a non-empty valid string.
 size_t last_char_start(std::string_view s) {
@@ -343,6 +355,7 @@ struct Tokenizer::Impl {
     Trie added_norm;                 // fast: normalized tokens, matched on normalised text
     Trie user_defined;               // spm: user-defined pieces are atomic symbols
     Regex fast_re, slow_re, word_re;
+    bool words_are_independent = false;  // spm: no piece has "▁" after another character
 
     explicit Impl(Vocab vocab) : v(std::move(vocab)) { index(); }
 
@@ -378,6 +391,12 @@ struct Tokenizer::Impl {
                 model_index.emplace(v.tokens[i], i);
                 if (v.tokens[i].size() == 1) byte_ids[static_cast<uint8_t>(v.tokens[i][0])] = i;
             }
+        }
+        words_are_independent = v.kind == VocabKind::spm_bpe;
+        for (const auto& [text, id] : model_index) {
+            for (size_t k = 1; k < text.size() && words_are_independent; ++k)
+                if (word_start(text, k)) words_are_independent = false;
+            if (!words_are_independent) break;
         }
         if (v.kind == VocabKind::spm_bpe)
             for (int c = 0; c < 128; ++c) {
@@ -516,8 +535,21 @@ struct Tokenizer::Impl {
         resegment(it->second.second, rev, out, depth + 1);
     }
 
-    // SentencePiece-style BPE over text whose spaces are already "▁".
+    // SentencePiece-style BPE over text whose spaces are already "▁". When no piece has a "▁" after
+    // another character (true of Llama-2 / Phi-3: pieces are "▁"* + word), no merge can cross the
+    // start of a word, so each word is merged on its own: same result, and a long text no longer
+    // makes one huge heap.
     void spm_bpe(std::string_view text, std::vector<int32_t>& out, bool fuse_unk) const {
+        if (!words_are_independent) return spm_bpe_run(text, out, fuse_unk);
+        size_t b = 0;
+        for (size_t k = 1; k <= text.size(); ++k) {
+            if (k < text.size() && !word_start(text, k)) continue;
+            spm_bpe_run(text.substr(b, k - b), out, fuse_unk);
+            b = k;
+        }
+    }
+
+    void spm_bpe_run(std::string_view text, std::vector<int32_t>& out, bool fuse_unk) const {
         if (text.empty()) return;
         std::vector<Sym> syms;
         syms.reserve(text.size());

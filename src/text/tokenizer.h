@@ -1,14 +1,28 @@
 // Text <-> token ids, exactly as the Hugging Face reference does it.
 //
 // Two reference behaviours exist and they differ on real prompts, so the caller picks one:
-//   Semantics::slow  transformers' Python tokenizers (LlamaTokenizer, GPT2Tokenizer, Qwen2Tokenizer),
-//                    which is what HealthGPT loads (`use_fast=False`). The prompt path uses this.
-//   Semantics::fast  the `tokenizers` library behind tokenizer.json (AutoTokenizer's default).
-// Where they differ (docs/text.md has the full list): Phi-3 slow (legacy=False) prefixes "▁" only to
-// the start of the text and keeps a lone "▁" before <|system|>, fast prefixes every segment between
-// added tokens; Phi-4 slow splits with GPT-2's regex, fast with cl100k's; slow strips U+001C..U+001F
-// next to rstrip/lstrip tokens (Python whitespace), fast does not; decoding joins added tokens
-// with spaces in slow.
+//   Semantics::slow  transformers 4.41's Python tokenizers (LlamaTokenizer, GPT2Tokenizer,
+//                    Qwen2Tokenizer), which is what HealthGPT loads (`use_fast=False`). The prompt
+//                    path (chat.h tokenize_with_images) and `healthgpt tokenize` use it by default.
+//   Semantics::fast  the `tokenizers` 0.19 library behind tokenizer.json (AutoTokenizer's default).
+// Where they differ (measured on the strings of tests/reference/gen_tokenizers.py):
+//   Phi-3 (612 of 3004 strings)
+//     - slow (legacy=False) puts one "▁" before the whole text and runs sentencepiece without its
+//       dummy prefix on each segment between added tokens; fast (the published Llama-2 layout
+//       tokenizer.json) prefixes "▁" to every segment. After <|user|>\n the next word is "You"
+//       (3492) in slow, "▁You" (887) in fast.
+//     - slow keeps a lone "▁" (29871) when the text starts with an added token that is not in the
+//       special-tokens map (<|system|>, <|user|>, ...): HealthGPT prompts start with [29871, 32006].
+//     - rstrip/lstrip eat Python whitespace in slow (U+001C..U+001F too), Unicode White_Space in fast.
+//   Phi-4 (954 of 2918): slow GPT2Tokenizer splits with GPT-2's regex whatever tokenizer.json says
+//     (digit runs are not cut into threes, contractions are case-sensitive, ...); fast uses cl100k's.
+//   Qwen2.5 (0 of 3065): same regex and NFC; slow applies NFC before splitting off added tokens.
+//   Decoding: slow joins added tokens outside the special-tokens map with spaces and strips "▁"
+//     from the first piece of each run; skip_special_tokens drops only bos/eos/unk/pad and
+//     additional_special_tokens (so Phi-3's <|end|> stays: the reference's [:-8]); an ill-formed
+//     byte-fallback sequence gives one U+FFFD per byte (sentencepiece) where fast replaces the
+//     whole run. Fast concatenates and skips every added token flagged special.
+// decode() defaults to fast (plain text for generated ids); slow reproduces the reference's strings.
 #pragma once
 #include <cstdint>
 #include <memory>

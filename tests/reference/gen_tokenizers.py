@@ -36,6 +36,13 @@ import re
 import shutil
 import sys
 import tempfile
+import time
+
+T0 = time.time()
+
+
+def log(msg):
+    print(f"[{time.time() - T0:7.1f}s] {msg}", file=sys.stderr, flush=True)
 
 import tokenizers
 import transformers
@@ -157,8 +164,11 @@ def build_phi3(tmp, add_bos=False):
     assert type(slow).__name__ == "LlamaTokenizer" and len(slow) == 32011
     # Fast: the published tokenizer.json is the Llama-2 layout (normalizer Prepend("▁") + Replace(" ", "▁"),
     # no pre-tokenizer); converting with legacy=True reproduces it (checked against llama.cpp's vectors below).
-    fast = LlamaTokenizerFast.from_pretrained(d, legacy=True, from_slow=True, padding_side="right")
-    assert len(fast) == 32011
+    # The converted tokenizer is saved and loaded back, as a user of the HF repository loads it.
+    converted = LlamaTokenizerFast.from_pretrained(d, legacy=True, from_slow=True)
+    converted.backend_tokenizer.save(os.path.join(d, "tokenizer.json"))
+    fast = LlamaTokenizerFast.from_pretrained(d, padding_side="right")
+    assert len(fast) == 32011 and fast.backend_tokenizer.normalizer is not None
     return Ref("phi3", slow, fast)
 
 
@@ -460,12 +470,15 @@ def decode_cases(ref, seed, n):
 
 def flag_cases(tmp):
     """Custom added tokens with lstrip/rstrip/single_word/normalized on the Phi-3 and Qwen2 vocabularies."""
-    extra = [TFAddedToken("[L]", lstrip=True, rstrip=False, single_word=False, normalized=False, special=True),
-             TFAddedToken("[R]", lstrip=False, rstrip=True, single_word=False, normalized=False, special=False),
-             TFAddedToken("[LR]", lstrip=True, rstrip=True, single_word=False, normalized=False, special=True),
-             TFAddedToken("word", lstrip=False, rstrip=False, single_word=True, normalized=False, special=False),
-             TFAddedToken("[N]", lstrip=False, rstrip=False, single_word=False, normalized=True, special=False),
-             TFAddedToken("[[N]]", lstrip=False, rstrip=False, single_word=False, normalized=False, special=False)]
+    defs = [dict(content="[L]", lstrip=True, rstrip=False, single_word=False, normalized=False, special=True),
+            dict(content="[R]", lstrip=False, rstrip=True, single_word=False, normalized=False, special=False),
+            dict(content="[LR]", lstrip=True, rstrip=True, single_word=False, normalized=False, special=True),
+            dict(content="word", lstrip=False, rstrip=False, single_word=True, normalized=False, special=False),
+            dict(content="[N]", lstrip=False, rstrip=False, single_word=False, normalized=True, special=False),
+            dict(content="[[N]]", lstrip=False, rstrip=False, single_word=False, normalized=False, special=False)]
+
+    def extra():  # fresh objects per call: tokenizers' add_tokens rewrites the flags of what it is given
+        return [TFAddedToken(**d) for d in defs]
     texts = ["a [L] b", "a   [L]b", "a\n\t[L]", "[L]", " [L] ", "x[R]   y", "x [R]\n\ny", "[R]", "[R] ",
              "a  [LR]  b", "[LR][LR]", "  [LR]", "a word b", "aword b", "a wordb", "word", "words word_ word.",
              "(word)", "_word", "wörd word", "a [N] b", "[N]", "x[N]y", " [N]", "[[N]]", "a[[N]]b", "[L][R][N]",
@@ -474,16 +487,14 @@ def flag_cases(tmp):
     rows = []
     for build in (lambda: build_phi3(tmp + "/f"), lambda: build_qwen2(tmp + "/g")):
         ref = build()
-        ref.slow.add_tokens(extra)
-        ref.fast.add_tokens(extra)
-        ids = [ref.slow.convert_tokens_to_ids(a.content) for a in extra]
-        assert ids == [ref.fast.convert_tokens_to_ids(a.content) for a in extra], (ref.name, ids)
+        ref.slow.add_tokens(extra())
+        ref.fast.add_tokens(extra())
+        ids = [ref.slow.convert_tokens_to_ids(d["content"]) for d in defs]
+        assert ids == [ref.fast.convert_tokens_to_ids(d["content"]) for d in defs], (ref.name, ids)
         rows.append({"vocab": ref.name, "ids": ids})
         for t in texts:
             rows.append({"vocab": ref.name, "text": t, "slow": ref.slow(t).input_ids, "fast": ref.fast(t).input_ids})
-    added_defs = [dict(content=a.content, lstrip=a.lstrip, rstrip=a.rstrip, single_word=a.single_word,
-                       normalized=a.normalized, special=a.special) for a in extra]
-    return rows, added_defs
+    return rows, defs
 
 
 def unicode_cases(seed, n):
@@ -507,6 +518,32 @@ def unicode_cases(seed, n):
     return rows
 
 
+def gguf_arrays():
+    """llama.cpp's Phi-3 vocabulary GGUF as gguf-py reads it (the oracle for our GGUF metadata path)."""
+    from gguf import GGUFReader
+    r = GGUFReader(os.path.join(TOK, "phi3", "ggml-vocab-phi-3.gguf"))
+
+    def scalar(key):
+        f = r.fields[key]
+        return f.parts[f.data[0]].tolist()[0]
+
+    def strings(key):
+        f = r.fields[key]
+        return [bytes(f.parts[i]).decode("utf-8") for i in f.data]
+
+    def numbers(key):
+        f = r.fields[key]
+        return [f.parts[i].tolist()[0] for i in f.data]
+
+    return {"model": bytes(r.fields["tokenizer.ggml.model"].parts[-1]).decode(),
+            "pre": bytes(r.fields["tokenizer.ggml.pre"].parts[-1]).decode(),
+            "tokens": strings("tokenizer.ggml.tokens"), "scores": numbers("tokenizer.ggml.scores"),
+            "token_type": numbers("tokenizer.ggml.token_type"),
+            "bos_id": scalar("tokenizer.ggml.bos_token_id"), "eos_id": scalar("tokenizer.ggml.eos_token_id"),
+            "unk_id": scalar("tokenizer.ggml.unknown_token_id"), "pad_id": scalar("tokenizer.ggml.padding_token_id"),
+            "add_bos": bool(scalar("tokenizer.ggml.add_bos_token")), "add_eos": bool(scalar("tokenizer.ggml.add_eos_token"))}
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     for sub in ("phi3", "phi4"):
@@ -519,6 +556,13 @@ def main():
         json.dump(phi3_config(False), open(os.path.join(OUT, "phi3", "tokenizer_config.json"), "w"), indent=1, sort_keys=True)
         json.dump(phi3_config(True), open(os.path.join(OUT, "phi3", "tokenizer_config.add_bos.json"), "w"), indent=1, sort_keys=True)
         json.dump(phi4_config(), open(os.path.join(OUT, "phi4", "tokenizer_config.json"), "w"), indent=1, sort_keys=True)
+
+        arrays = gguf_arrays()
+        raw = json.dumps(arrays, ensure_ascii=False, sort_keys=True).encode("utf-8")
+        with open(os.path.join(OUT, "phi3", "ggml-vocab-phi-3.arrays.json.gz"), "wb") as f:
+            with gzip.GzipFile(fileobj=f, mode="wb", mtime=0, compresslevel=9, filename="") as g:
+                g.write(raw)
+        summary["gguf_phi3_tokens"] = len(arrays["tokens"])
 
         refs = {"phi3": build_phi3(tmp), "cl100k": build_phi4(tmp), "qwen2": build_qwen2(tmp)}
 
@@ -549,6 +593,7 @@ def main():
 
         seeds = {"phi3": 3, "cl100k": 100, "qwen2": 151}
         for name, ref in refs.items():
+            log(f"cases {name}")
             strings = make_strings(name, 2100, seeds[name])
             rows = encode_cases(ref, strings)
             summary[f"cases_{name}"] = dump_gz(f"cases_{name}.jsonl.gz", rows)
@@ -565,11 +610,14 @@ def main():
         variants = [("phi3", "phi3_instruct", refs["phi3"]), ("phi3_bos", "phi3_instruct", build_phi3(tmp, add_bos=True)),
                     ("cl100k", "phi4_instruct", refs["cl100k"]), ("qwen2", "qwen_2", refs["qwen2"])]
         for name, template, ref in variants:
+            log(f"prompts {name}")
             base_len = len(ref.slow)
             n_new = healthgpt_extend(ref.slow) if name != "qwen2" else 0
             if name != "qwen2":
                 assert n_new == 8195, n_new
+                log("  extended slow")
                 healthgpt_extend(ref.fast)
+                log("  extended fast")
                 ids = {t: ref.slow.convert_tokens_to_ids(t) for t in ("<start_index>", "<idx_0>", "<idx_8191>", "<end_index>", "<pixel_newline>")}
                 ext_rows.append({"vocab": name, "base_len": base_len, "len": len(ref.slow), "ids": ids})
                 # strings on the extended tokenizers (slow = HealthGPT path, fast for comparison)
