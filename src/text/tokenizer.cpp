@@ -341,10 +341,17 @@ bool byte_piece_value(std::string_view t, uint8_t& b) {  // "<0xNN>"
 
 // =============================================================================================
 
+// Lookups by string_view without building a std::string.
+struct StringHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+using StringMap = std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>>;
+
 struct Tokenizer::Impl {
     Vocab v;
-    std::unordered_map<std::string, int32_t> model_index;  // text the BPE model merges into -> id
-    std::unordered_map<std::string, int32_t> text_index;   // token_to_id
+    StringMap model_index;  // text the BPE model merges into -> id
+    StringMap text_index;   // token_to_id
     MergeTable merges;
     int32_t byte_ids[256];           // byte_bpe: single-byte token; spm: <0xNN> piece
     int32_t ascii_ids[128];          // spm: single ASCII character piece
@@ -421,9 +428,9 @@ struct Tokenizer::Impl {
                 if (text.size() < 2) continue;
                 for (size_t k = 1; k < text.size(); ++k) {
                     if (v.kind == VocabKind::spm_bpe && (static_cast<uint8_t>(text[k]) & 0xC0) == 0x80) continue;
-                    auto a = model_index.find(text.substr(0, k));
+                    auto a = model_index.find(std::string_view(text).substr(0, k));
                     if (a == model_index.end()) continue;
-                    auto b = model_index.find(text.substr(k));
+                    auto b = model_index.find(std::string_view(text).substr(k));
                     if (b == model_index.end()) continue;
                     const float prio = v.kind == VocabKind::spm_bpe ? -v.scores[id] : static_cast<float>(id);
                     entries.push_back({MergeTable::make_key(a->second, b->second), prio, id});
@@ -489,8 +496,10 @@ struct Tokenizer::Impl {
     };
     using UnusedRev = std::unordered_map<int32_t, std::pair<int32_t, int32_t>>;
 
-    // Merges the linked list `syms` until no pair of neighbours has a merge.
+    // Merges the linked list `syms` until no pair of neighbours has a merge: the lowest priority
+    // first, the leftmost of equal priorities first.
     void merge_symbols(std::vector<Sym>& syms, UnusedRev* unused_rev) const {
+        if (syms.size() <= 64) return merge_symbols_small(syms, unused_rev);
         std::priority_queue<Cand, std::vector<Cand>, std::greater<Cand>> heap;
         auto try_pair = [&](int32_t l, int32_t r) {
             if (l < 0 || r < 0) return;
@@ -514,6 +523,35 @@ struct Tokenizer::Impl {
             R.next = R.prev = -1;
             try_pair(L.prev, c.left);
             try_pair(c.left, L.next);
+        }
+    }
+
+    // The same for short runs (most words): a scan over cached pair priorities, no heap, no allocation.
+    void merge_symbols_small(std::vector<Sym>& syms, UnusedRev* unused_rev) const {
+        size_t n = syms.size();
+        const MergeTable::Entry* pair[64];
+        for (size_t i = 0; i + 1 < n; ++i) pair[i] = merges.find(syms[i].id, syms[i + 1].id);
+        while (n > 1) {
+            size_t best = n;
+            for (size_t i = 0; i + 1 < n; ++i)
+                if (pair[i] && (best == n || pair[i]->priority < pair[best]->priority)) best = i;
+            if (best == n) break;
+            const MergeTable::Entry* e = pair[best];
+            if (unused_rev && v.types[e->result] == TokenType::unused) (*unused_rev)[e->result] = {syms[best].id, syms[best + 1].id};
+            syms[best].id = e->result;
+            syms[best].end = syms[best + 1].end;
+            for (size_t i = best + 1; i + 1 < n; ++i) {
+                syms[i] = syms[i + 1];
+                pair[i] = pair[i + 1];
+            }
+            --n;
+            if (best > 0) pair[best - 1] = merges.find(syms[best - 1].id, syms[best].id);
+            if (best + 1 < n) pair[best] = merges.find(syms[best].id, syms[best + 1].id);
+        }
+        syms.resize(n);
+        for (size_t i = 0; i < n; ++i) {
+            syms[i].prev = static_cast<int32_t>(i) - 1;
+            syms[i].next = i + 1 < n ? static_cast<int32_t>(i) + 1 : -1;
         }
     }
 
@@ -568,7 +606,7 @@ struct Tokenizer::Impl {
                     char32_t cp;
                     if (!utf8_next(text, k, cp)) k = i + 1;
                     len = k - i;
-                    auto it = model_index.find(std::string(text.substr(i, len)));
+                    auto it = model_index.find(text.substr(i, len));
                     id = it == model_index.end() ? -1 : it->second;
                 }
             }
@@ -601,7 +639,7 @@ struct Tokenizer::Impl {
     void byte_bpe(std::string_view piece, std::vector<int32_t>& out, bool ignore_merges) const {
         if (piece.empty()) return;
         if (ignore_merges || piece.size() == 1) {
-            auto it = model_index.find(std::string(piece));
+            auto it = model_index.find(piece);
             if (it != model_index.end()) {
                 out.push_back(it->second);
                 return;
@@ -1074,7 +1112,7 @@ std::string Tokenizer::decode(std::span<const int32_t> ids, const DecodeOptions&
 }
 
 int32_t Tokenizer::token_to_id(std::string_view text) const {
-    auto it = impl_->text_index.find(std::string(text));
+    auto it = impl_->text_index.find(text);
     return it == impl_->text_index.end() ? -1 : it->second;
 }
 
