@@ -85,7 +85,8 @@ HG_COMMAND(tokenize, "Tokenize text into ids (or decode ids) exactly as the Hugg
     app.add_option("--config", o->config, "tokenizer_config.json to apply instead of the one beside --tokenizer");
     app.add_flag("--special", o->special,
                  "encode: add the BOS/EOS the tokenizer config asks for (Hugging Face add_special_tokens); "
-                 "--decode: keep special tokens in the text (default: skip them)");
+                 "--decode: keep special tokens in the text (default: skip them; without --fast only BOS, EOS, "
+                 "UNK, PAD and additional special tokens count, as in transformers, so Phi-3's <|end|> stays)");
     app.add_flag("--plain", o->plain, "treat added-token text such as <|end|> as plain text (split_special_tokens)");
     app.add_flag("--fast", o->fast,
                  "follow the `tokenizers` library (tokenizer.json) instead of transformers' Python tokenizer "

@@ -84,18 +84,21 @@ std::unordered_map<std::string, int32_t> text_index(const Vocab& v) {
     return index;
 }
 
-void add_or_update(Vocab& v, AddedToken t) {
+void add_or_update(Vocab& v, AddedToken t, const std::string& source) {
     if (t.id >= v.size()) {
         v.tokens.resize(static_cast<size_t>(t.id) + 1);
         v.types.resize(v.tokens.size(), TokenType::unused);
         if (!v.scores.empty()) v.scores.resize(v.tokens.size(), 0.0f);
-    } else if (!v.find_added(t.id) && v.types[t.id] != TokenType::unused) {
+    } else if (const AddedToken* have = v.find_added(t.id)) {
+        HG_CHECK(have->content == t.content, "%s: added token %d is '%s' here but '%s' in the tokenizer",
+                 source.c_str(), t.id, t.content.c_str(), have->content.c_str());
+    } else if (v.types[t.id] != TokenType::unused) {
         // Promoting a vocabulary entry (<unk>, <s>, </s>) to an added token: the text must agree.
         const std::string& have = v.tokens[t.id];
         std::string bytes;
         const bool same = have == t.content ||
                           (v.kind == VocabKind::byte_bpe && gpt2_to_bytes(t.content, bytes) && bytes == have);
-        HG_CHECK(same, "%s: added token %d '%s' differs from the vocabulary entry", v.source.c_str(), t.id,
+        HG_CHECK(same, "%s: added token %d '%s' differs from the vocabulary entry", source.c_str(), t.id,
                  t.content.c_str());
     }
     // The model keeps its own text and type for its ids; new ids take the added token's.
@@ -153,7 +156,7 @@ void apply_tokenizer_config(Vocab& v, std::string_view text, const std::string& 
             t.rstrip = flag("rstrip", false);
             t.single_word = flag("single_word", false);
             t.normalized = flag("normalized", !t.special);
-            add_or_update(v, std::move(t));
+            add_or_update(v, std::move(t), source);
         }
     }
     const auto index = text_index(v);

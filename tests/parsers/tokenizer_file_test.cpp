@@ -253,6 +253,8 @@ TEST(TokenizerFile, TokenizerConfigErrors) {
     ASSERT_NE(v.find_added(32007), nullptr);
     EXPECT_TRUE(v.find_added(32007)->rstrip);
     EXPECT_FALSE(v.find_added(32000)->rstrip);
+    expect_error([&] { apply_tokenizer_config(v, R"({"added_tokens_decoder":{"32007":{"content":"<|foo|>"}}})", "re.json"); },
+                 "re.json: added token 32007 is '<|foo|>' here but '<|end|>'");
 }
 
 TEST(TokenizerFile, LoadVocabByPath) {

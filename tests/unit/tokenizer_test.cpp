@@ -44,6 +44,8 @@ struct Tally {
     ~Tally() { std::printf("    %-28s %5d / %5d mismatches\n", what, bad, total); }
 };
 
+void PrintTo(const VocabCase& c, std::ostream* os) { *os << c.name; }
+
 class VocabTest : public ::testing::TestWithParam<VocabCase> {};
 
 TEST_P(VocabTest, EncodeMatchesSlowAndFastReference) {
