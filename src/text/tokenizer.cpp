@@ -423,7 +423,9 @@ struct Tokenizer::Impl {
             }
         } else {
             // SentencePiece scores (priority = -score) or tiktoken ranks (priority = id): every split of
-            // a token into two tokens is a merge into it.
+            // a token into two tokens is a merge into it. (sentencepiece looks the concatenated text up,
+            // so it could also merge a character that is not itself a piece; trained vocabularies have
+            // every character of every piece, so the id pairs are the same set.)
             for (const auto& [text, id] : model_index) {
                 if (text.size() < 2) continue;
                 for (size_t k = 1; k < text.size(); ++k) {
