@@ -70,6 +70,10 @@ Tensor CkptTensor::view() const {
     HG_CHECK(shape.size() <= 4, "%s: %zu dims; views have at most 4", name.c_str(), shape.size());
     const auto dt = elem_to_dtype(type);
     HG_CHECK(dt.has_value(), "%s: element type %s has no engine dtype", name.c_str(), elem_type_name(type));
+    // Legacy torch.save files place storages at arbitrary offsets: a misaligned view would be
+    // undefined behaviour for the kernels, so those tensors are read with contiguous_bytes().
+    HG_CHECK(reinterpret_cast<uintptr_t>(data) % elem_size(type) == 0,
+             "%s: data is not aligned to its %zu-byte elements in the file; use contiguous_bytes()", name.c_str(), elem_size(type));
     const int64_t one = 1;
     void* p = const_cast<uint8_t*>(data);  // the mapping is read-only; Tensor carries a non-const pointer
     if (shape.empty()) return Tensor::view(*dt, &one, 1, p);

@@ -33,7 +33,8 @@ struct CkptTensor {
     bool is_contiguous() const;   // row-major with no gaps (size-1 dims' strides ignored)
 
     // Zero-copy view (read-only memory). Throws hg::Error when the tensor is not contiguous,
-    // has more than 4 dims, or its type has no DType. A 0-d tensor is viewed as shape [1].
+    // has more than 4 dims, its type has no DType, or its data is not aligned to the element
+    // size (legacy torch.save files). A 0-d tensor is viewed as shape [1].
     Tensor view() const;
     // The elements in row-major order, for any strides.
     std::vector<uint8_t> contiguous_bytes() const;

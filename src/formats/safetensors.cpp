@@ -327,7 +327,7 @@ std::unique_ptr<SafetensorsModel> SafetensorsModel::open(const fs::path& path) {
         for (const auto& [k, v] : j["metadata"].items()) m->index_metadata_.emplace_back(k, v.is_string() ? v.get<std::string>() : v.dump());
 
     const fs::path folder = index.parent_path();
-    std::map<std::string, size_t> shard_of_file;
+    std::map<std::string, size_t> shard_of_file;  // shards open in file-name order (00001, 00002, ...)
     std::vector<std::pair<std::string, std::string>> wanted;  // tensor -> shard file
     for (const auto& [tensor, file] : j["weight_map"].items()) {
         if (!file.is_string()) fail("%s: weight_map[%s] is not a string", index.c_str(), tensor.c_str());
@@ -335,11 +335,12 @@ std::unique_ptr<SafetensorsModel> SafetensorsModel::open(const fs::path& path) {
         // shards live in the same folder: refuse paths (../../etc/passwd, /abs, sub/dir)
         if (f.empty() || f.find('/') != std::string::npos || f.find('\\') != std::string::npos || f == "." || f == "..")
             fail("%s: weight_map[%s] = \"%s\" is not a plain file name", index.c_str(), tensor.c_str(), f.c_str());
-        if (!shard_of_file.count(f)) {
-            shard_of_file[f] = m->shards_.size();
-            m->shards_.push_back(SafetensorsFile::open(folder / f));
-        }
+        shard_of_file.emplace(f, 0);
         wanted.emplace_back(tensor, f);
+    }
+    for (auto& [f, idx] : shard_of_file) {
+        idx = m->shards_.size();
+        m->shards_.push_back(SafetensorsFile::open(folder / f));
     }
     for (const auto& shard : m->shards_)
         for (const auto& t : shard->tensors()) {

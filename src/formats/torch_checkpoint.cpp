@@ -236,14 +236,14 @@ void TorchCheckpoint::collect(const TorchLoadOptions& opt) {
             fail("%s: state dict entry %s is an object of unknown type %s", nm, k->s.c_str(),
                  v->kind == PyKind::Global ? v->s.c_str() : (v->callable && v->callable->kind == PyKind::Global ? v->callable->s.c_str() : "?"));
         if (v->kind != PyKind::Tensor) continue;  // e.g. a plain number kept beside the tensors
+        state_dict_index_.emplace(k->s, state_dict_.size());
         state_dict_.push_back(tensor_of(v, k->s));
     }
 }
 
 const CkptTensor* TorchCheckpoint::find(std::string_view name) const {
-    for (const auto& t : state_dict_)
-        if (t.name == name) return &t;
-    return nullptr;
+    auto it = state_dict_index_.find(std::string(name));
+    return it == state_dict_index_.end() ? nullptr : &state_dict_[it->second];
 }
 
 const CkptTensor& TorchCheckpoint::get(std::string_view name) const {

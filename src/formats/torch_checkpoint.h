@@ -82,6 +82,7 @@ private:
     // root storages (by key) -> their bytes in the file
     std::unordered_map<PyRef, std::span<const uint8_t>> storage_data_;
     std::vector<CkptTensor> state_dict_, all_tensors_;
+    std::unordered_map<std::string, size_t> state_dict_index_;
 };
 
 }  // namespace hg

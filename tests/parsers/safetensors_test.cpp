@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/half.h"
+#include "formats/inspect.h"
 #include "formats/safetensors.h"
 #include "test_util.h"
 
@@ -246,4 +247,18 @@ TEST(Safetensors, HostileIndexes) {
     EXPECT_NE(write_index(R"({"weight_map":{"x":"a.safetensors","x":"b.safetensors"}})").find("duplicate key"), std::string::npos);
     EXPECT_NE(write_index("not json").find("invalid JSON"), std::string::npos);
     EXPECT_THROW(SafetensorsModel::open(hgtest::scratch_dir() / "no_such_folder_or_file"), hg::Error);
+}
+
+TEST(Safetensors, InspectHuggingFaceFolder) {
+    const std::string text = hg::inspect(st_fixture("hf_sharded"));
+    EXPECT_NE(text.find("model_type = \"llama\""), std::string::npos) << text;
+    EXPECT_NE(text.find("4 files listed by model.safetensors.index.json"), std::string::npos) << text;
+    EXPECT_NE(text.find("| model.embed_tokens.weight"), std::string::npos);
+    EXPECT_NE(text.find("F32     | [64, 16]"), std::string::npos) << text;
+    const json j = json::parse(hg::inspect(st_fixture("single.safetensors"), {.json = true}));
+    EXPECT_EQ(j["format"], "safetensors");
+    EXPECT_EQ(j["tensors"].size(), 13u);
+    EXPECT_EQ(j["shards"][0]["metadata"]["format"], "pt");
+    EXPECT_EQ(hg::detect_format(st_fixture("hf_single")), "hf-folder");
+    EXPECT_EQ(hg::detect_format(st_fixture("single.safetensors")), "safetensors");
 }
