@@ -28,6 +28,8 @@ struct CkptTensor {
     std::vector<int64_t> stride;  // elements
     const uint8_t* data = nullptr;
     uint64_t nbytes = 0;          // numel * elem_size (the bytes a contiguous copy takes)
+    std::string storage;          // torch: the storage key (tensors sharing storage share it); else empty
+    int64_t storage_offset = 0;   // torch: offset of data into that storage, in elements
 
     int64_t numel() const;
     bool is_contiguous() const;   // row-major with no gaps (size-1 dims' strides ignored)

@@ -167,6 +167,8 @@ CkptTensor TorchCheckpoint::tensor_of(PyRef t, std::string name) const {
     const size_t es = elem_size(t->elem);
     // extent inside the storage was checked when the tensor was unpickled (in elements of t->elem)
     c.data = bytes.data() + static_cast<size_t>(t->i) * es;
+    c.storage = root->s;
+    c.storage_offset = t->i + (st->ref ? st->view_offset * static_cast<int64_t>(root_es) / static_cast<int64_t>(es) : 0);
     c.nbytes = static_cast<uint64_t>(c.numel()) * es;
     return c;
 }
@@ -203,6 +205,13 @@ void TorchCheckpoint::collect(const TorchLoadOptions& opt) {
         for (size_t k = kids.size(); k-- > 0;) todo.push_back(std::move(kids[k]));  // keep file order
     }
 
+    // Lightning: only the state dict's storages are CRC-checked (the optimizer state, often twice
+    // the size of the weights, is listed but not read).
+    std::unordered_set<PyRef> needed;
+    if (opt.mode == TorchLoadMode::Lightning && root_->kind == PyKind::Dict)
+        if (PyRef sd = root_->get("state_dict"); sd && sd->kind == PyKind::Dict)
+            for (const auto& [k, v] : sd->entries)
+                if (v->kind == PyKind::Tensor) needed.insert(v->ref->ref ? v->ref->ref : v->ref);
     // Zip: bind every root storage used to its record data/<key> (size and CRC checked once).
     if (format_ == Format::Zip) {
         for (const auto& [t, path] : found) {
@@ -215,7 +224,7 @@ void TorchCheckpoint::collect(const TorchLoadOptions& opt) {
             if (__builtin_mul_overflow(static_cast<uint64_t>(root->i), elem_size(root->elem), &want) || e->size != want)
                 fail("%s: storage record %s holds %llu bytes but %lld %s elements need %llu", nm, rec.c_str(),
                      (unsigned long long)e->size, (long long)root->i, elem_type_name(root->elem), (unsigned long long)want);
-            if (opt.verify_crc) zip_.verify_crc(*e);
+            if (opt.verify_crc && (opt.mode != TorchLoadMode::Lightning || needed.count(root))) zip_.verify_crc(*e);
             storage_data_.emplace(root, zip_.data(*e));
         }
     }

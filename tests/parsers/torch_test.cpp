@@ -48,6 +48,7 @@ void expect_like_torch(const TorchCheckpoint& c, const fs::path& json_path) {
         EXPECT_EQ(t.shape, e["shape"].get<std::vector<int64_t>>());
         EXPECT_EQ(t.stride, e["stride"].get<std::vector<int64_t>>());
         EXPECT_EQ(t.is_contiguous(), e["contiguous"].get<bool>());
+        EXPECT_EQ(t.storage_offset, e["storage_offset"].get<int64_t>());
         const size_t at = e["blob_offset"].get<size_t>(), n = e["nbytes"].get<size_t>();
         ASSERT_EQ(t.nbytes, n);
         EXPECT_EQ(t.contiguous_bytes(), std::vector<uint8_t>(blob.begin() + at, blob.begin() + at + n));
@@ -87,6 +88,8 @@ TEST(Torch, ZipStateDictLikeTorch) {
         const auto& full = c->get("shared_full");
         EXPECT_EQ(c->get("shared_view").data, full.data + 2 * 4);
         EXPECT_EQ(c->get("transposed").data, full.data);
+        EXPECT_EQ(c->get("shared_view").storage, full.storage);
+        EXPECT_NE(c->get("f32").storage, full.storage);
         EXPECT_FALSE(c->get("transposed").is_contiguous());
         EXPECT_THROW(c->get("transposed").view(), hg::Error);
         // contiguous with an offset: a zero-copy view when the data is aligned (always in files
