@@ -16,12 +16,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <istream>
 #include <streambuf>
 
 #include "core/error.h"
+#include "imaging/dicom_message.h"
 #include "imaging/dicom_scan.h"
-#include "imaging/gdcm_guard.h"
 
 namespace hg::imaging {
 
@@ -125,12 +126,21 @@ std::string trim(std::string s) {
     return s.substr(i);
 }
 
-const gdcm::DataSet* nested(const gdcm::DataSet& ds, uint16_t g, uint16_t e, size_t item = 0) {
+// The data set of an item of a sequence. It holds the sequence: when the file stores the sequence
+// as bytes (VR UN, or a VR GDCM could not use), GetValueAsSQ parses it into a new object that only
+// this SmartPointer owns, and the data set would otherwise be freed on return (found by fuzzing).
+struct Item {
+    gdcm::SmartPointer<gdcm::SequenceOfItems> sq;
+    const gdcm::DataSet* ds = nullptr;
+    operator const gdcm::DataSet*() const { return ds; }
+};
+
+Item nested(const gdcm::DataSet& ds, uint16_t g, uint16_t e, size_t item = 0) {
     gdcm::Tag t(g, e);
-    if (!ds.FindDataElement(t)) return nullptr;
+    if (!ds.FindDataElement(t)) return {};
     gdcm::SmartPointer<gdcm::SequenceOfItems> sq = ds.GetDataElement(t).GetValueAsSQ();
-    if (!sq || sq->GetNumberOfItems() <= item) return nullptr;
-    return &sq->GetItem(item + 1).GetNestedDataSet();  // GDCM items are 1-based
+    if (!sq || sq->GetNumberOfItems() <= item) return {};
+    return {sq, &sq->GetItem(item + 1).GetNestedDataSet()};  // GDCM items are 1-based
 }
 
 std::string get_str(const gdcm::DataSet* ds, uint16_t g, uint16_t e) {
@@ -199,7 +209,7 @@ bool read_lut_descriptor(const std::vector<uint8_t>& d, bool first_signed, int& 
 }
 
 std::optional<VoiLut> read_voi_lut(const gdcm::DataSet& ds, bool signed_pixels) {
-    const gdcm::DataSet* item = nested(ds, 0x0028, 0x3010);
+    Item item = nested(ds, 0x0028, 0x3010);
     if (!item) return std::nullopt;
     int entries, first, bits;
     if (!read_lut_descriptor(get_bytes(item, 0x0028, 0x3002), signed_pixels, entries, first, bits)) return std::nullopt;
@@ -256,24 +266,24 @@ void read_metadata(const gdcm::File& file, DicomInfo& info) {
     info.rescale_intercept = {base.intercept};
 
     // Enhanced multi-frame: shared and per-frame functional groups.
-    const gdcm::DataSet* shared = nested(ds, 0x5200, 0x9229);
+    Item shared = nested(ds, 0x5200, 0x9229);
     if (shared) {
-        if (const gdcm::DataSet* pm = nested(*shared, 0x0028, 0x9110)) {  // Pixel Measures
+        if (Item pm = nested(*shared, 0x0028, 0x9110)) {  // Pixel Measures
             auto s = get_numbers(pm, 0x0028, 0x0030);
             if (s.size() >= 2 && s[0] > 0 && s[1] > 0) info.pixel_spacing = std::array<double, 2>{s[0], s[1]};
             if (auto t = get_number(pm, 0x0018, 0x0050)) info.slice_thickness = *t;
         }
-        if (const gdcm::DataSet* po = nested(*shared, 0x0020, 0x9116)) {  // Plane Orientation
+        if (Item po = nested(*shared, 0x0020, 0x9116)) {  // Plane Orientation
             auto o = get_numbers(po, 0x0020, 0x0037);
             if (o.size() == 6) info.orientation = std::array<double, 6>{o[0], o[1], o[2], o[3], o[4], o[5]};
         }
-        if (const gdcm::DataSet* pv = nested(*shared, 0x0028, 0x9145)) {  // Pixel Value Transformation
+        if (Item pv = nested(*shared, 0x0028, 0x9145)) {  // Pixel Value Transformation
             base = read_rescale(pv, base);
             info.rescale_slope = {base.slope};
             info.rescale_intercept = {base.intercept};
             if (info.rescale_type.empty()) info.rescale_type = get_str(pv, 0x0028, 0x1054);
         }
-        if (const gdcm::DataSet* fv = nested(*shared, 0x0028, 0x9132); fv && info.windows.empty())
+        if (Item fv = nested(*shared, 0x0028, 0x9132); fv && info.windows.empty())
             info.windows = read_windows(fv);
     }
     gdcm::Tag per_frame_tag(0x5200, 0x9230);
@@ -285,12 +295,12 @@ void read_metadata(const gdcm::File& file, DicomInfo& info) {
         bool rescale_per_frame = false;
         for (size_t f = 0; f < n; f++) {
             const gdcm::DataSet& fr = sq->GetItem(f + 1).GetNestedDataSet();
-            if (const gdcm::DataSet* pp = nested(fr, 0x0020, 0x9113)) {
+            if (Item pp = nested(fr, 0x0020, 0x9113)) {
                 auto p = get_numbers(pp, 0x0020, 0x0032);
                 if (p.size() == 3) pos.push_back({p[0], p[1], p[2]});
             }
             Rescale r = base;
-            if (const gdcm::DataSet* pv = nested(fr, 0x0028, 0x9145)) {
+            if (Item pv = nested(fr, 0x0028, 0x9145)) {
                 r = read_rescale(pv, base);
                 rescale_per_frame = true;
                 if (info.rescale_type.empty()) info.rescale_type = get_str(pv, 0x0028, 0x1054);
@@ -298,14 +308,14 @@ void read_metadata(const gdcm::File& file, DicomInfo& info) {
             slopes.push_back(r.slope);
             intercepts.push_back(r.intercept);
             if (f == 0 && info.windows.empty())
-                if (const gdcm::DataSet* fv = nested(fr, 0x0028, 0x9132)) info.windows = read_windows(fv);
+                if (Item fv = nested(fr, 0x0028, 0x9132)) info.windows = read_windows(fv);
             if (f == 0 && !info.orientation)
-                if (const gdcm::DataSet* po = nested(fr, 0x0020, 0x9116)) {
+                if (Item po = nested(fr, 0x0020, 0x9116)) {
                     auto o = get_numbers(po, 0x0020, 0x0037);
                     if (o.size() == 6) info.orientation = std::array<double, 6>{o[0], o[1], o[2], o[3], o[4], o[5]};
                 }
             if (f == 0 && !info.pixel_spacing)
-                if (const gdcm::DataSet* pm = nested(fr, 0x0028, 0x9110)) {
+                if (Item pm = nested(fr, 0x0028, 0x9110)) {
                     auto s = get_numbers(pm, 0x0028, 0x0030);
                     if (s.size() >= 2 && s[0] > 0 && s[1] > 0) info.pixel_spacing = std::array<double, 2>{s[0], s[1]};
                 }
@@ -478,20 +488,13 @@ static std::optional<int> get_u16(const gdcm::DataSet& ds, uint16_t g, uint16_t 
     return int(v);
 }
 
-static DicomImage decode_inner(std::span<const uint8_t> bytes, const std::string& name, const Limits& limits, bool pixels,
-                               GdcmGuard& guard) {
-    if (int64_t(bytes.size()) > limits.max_file_bytes)
-        fail("%s: file is %zu bytes, over the limit of %lld", name.c_str(), bytes.size(), (long long)limits.max_file_bytes);
-    if (bytes.size() < 8) fail("%s: too short to be a DICOM file (%zu bytes)", name.c_str(), bytes.size());
-    static const bool quiet = [] {  // GDCM reports through its own stderr trace; our errors say it all
-        gdcm::Trace::DebugOff();
-        gdcm::Trace::WarningOff();
-        gdcm::Trace::ErrorOff();
-        return true;
-    }();
-    (void)quiet;
-    // 0. Our bounds check of the element structure, so that GDCM never allocates past the file.
-    scan_dicom_structure(bytes, name, limits.max_file_bytes);
+// GDCM's parse and decode of one file, our attribute checks and pixel handling: the work of the
+// decoder child (or of the caller's process with DecodeIsolation::InProcess). The caller has run
+// the pre-checks (size, element structure). Once the image attributes are checked,
+// `pixel_memory(bytes)` is told how much the pixel buffers may take (the child raises its memory
+// limit by that much).
+static DicomImage decode_with_gdcm(std::span<const uint8_t> bytes, const std::string& name, const Limits& limits,
+                                   bool pixels, const std::function<void(uint64_t)>& pixel_memory) {
     // 1. GDCM parses the data set (and inflates deflated ones). Its ImageReader is not used: it
     //    asserts on attributes it does not expect; we read and check the image attributes ourselves.
     MemBuf buf(bytes.data(), bytes.size());
@@ -596,9 +599,9 @@ static DicomImage decode_inner(std::span<const uint8_t> bytes, const std::string
     if (native_422 && (bal != 8 || info.columns % 2 != 0))
         fail("%s: native YBR_FULL_422 needs 8-bit samples and an even width", name.c_str());
     size_t stored = native_422 ? expected / 3 * 2 : expected;
-    guard.set_cap(0);  // our own buffers are sized from checked attributes
+    // The largest pixel buffer to come: the decoded samples, or RGB through a 16-bit palette.
+    pixel_memory(uint64_t(samples) * (palette ? 6 : sample_size(st)));
     std::vector<uint8_t> raw(expected);
-    guard.set_cap(expected * 2 + bytes.size() * 2 + (size_t(64) << 20));  // GDCM's codecs: frame buffers
     const gdcm::DataElement& pde = ds.GetDataElement(*ptag);
     bool rle = ts == gdcm::TransferSyntax::RLELossless;
     bool decoded_as_rgb = false;  // GDCM's JPEG decoders turn YBR into RGB themselves
@@ -665,7 +668,6 @@ static DicomImage decode_inner(std::span<const uint8_t> bytes, const std::string
         } catch (const std::exception& e) {
             fail("%s: cannot decode pixel data (%s): %s", name.c_str(), info.transfer_syntax_name.c_str(), e.what());
         }
-        guard.set_cap(0);
         if (!got)
             fail("%s: cannot decode pixel data (transfer syntax %s): corrupt, truncated or unsupported", name.c_str(),
                  info.transfer_syntax_name.c_str());
@@ -716,15 +718,188 @@ static DicomImage decode_inner(std::span<const uint8_t> bytes, const std::string
     return out;
 }
 
-// Everything that calls into GDCM runs under a guard: an assert inside GDCM becomes an hg::Error.
-static DicomImage decode(std::span<const uint8_t> bytes, const std::string& name, const Limits& limits, bool pixels) {
-    // No single allocation while GDCM parses may exceed twice the input (values cannot be longer
-    // than the file) plus 64 MiB; decoding raises the cap to the image size (below).
-    GdcmGuard guard(bytes.size() * 2 + (size_t(64) << 20));
-    if (sigsetjmp(guard.jump, 1) != 0)
-        fail("%s: malformed DICOM file (GDCM internal check failed: %s)", name.c_str(), GdcmGuard::last_failure().c_str());
+// ---------------------------------------------------------------------------------------------
+// The decoder child's message (isolated_decode.h has the framing). Frame kInfoFrame: the DicomInfo
+// fields, then the pixel sample type and count; frame kPixelsFrame: the pixel bytes. The parent
+// reads the first (at most kMaxInfoBytes), checks every field against what it can expect of a
+// decoded image under its limits, and only then reads the pixels into a buffer of the size the
+// checked fields imply: the child may have been subverted by the file it decoded.
+
+namespace {
+
+constexpr uint16_t kInfoFrame = kFirstUserFrame, kPixelsFrame = kFirstUserFrame + 1;
+constexpr uint64_t kMaxInfoBytes = uint64_t(64) << 20;  // ~1.6 M frames of per-frame position and rescale
+constexpr uint64_t kMiB = uint64_t(1) << 20;
+constexpr uint64_t kDecoderMemoryCap = uint64_t(16) << 30;  // the child's address-space growth, at most
+
+double finite(MessageReader& r) {
+    double v = r.f64();
+    if (!std::isfinite(v)) invalid_child_message("a value is not finite");
+    return v;
+}
+
+bool flag(MessageReader& r) {
+    uint32_t v = r.u32();
+    if (v > 1) invalid_child_message("a flag is %u", v);
+    return v == 1;
+}
+
+// The sample type our decoder gives for these attributes (after a palette: RGB of the table's depth).
+SampleType sample_type_for(const DicomInfo& i) {
+    bool sgn = i.pixel_representation == 1;
+    int bal = i.bits_allocated;
+    if (i.float_pixels) return bal == 32 ? SampleType::F32 : SampleType::F64;
+    if (bal <= 8) return sgn && bal == 8 ? SampleType::I8 : SampleType::U8;
+    if (bal == 16) return sgn ? SampleType::I16 : SampleType::U16;
+    return sgn ? SampleType::I32 : SampleType::U32;
+}
+
+}  // namespace
+
+void encode_dicom_info(const DicomImage& d, MessageWriter& w) {
+    const DicomInfo& i = d.info;
+    for (const std::string* s : {&i.transfer_syntax, &i.transfer_syntax_name, &i.sop_class_uid, &i.modality, &i.body_part,
+                                 &i.series_uid, &i.study_uid, &i.series_description, &i.photometric, &i.rescale_type})
+        w.str(*s);
+    for (int v : {i.rows, i.columns, i.frames, i.samples_per_pixel, i.bits_allocated, i.bits_stored, i.high_bit,
+                  i.pixel_representation, i.planar_configuration})
+        w.i32(v);
+    w.u32(i.float_pixels);
+    w.u32(i.lossy);
+    for (const auto* v : {&i.rescale_slope, &i.rescale_intercept}) {
+        w.u32(uint32_t(v->size()));
+        for (double x : *v) w.f64(x);
+    }
+    w.u32(uint32_t(i.windows.size()));
+    for (const WindowCW& c : i.windows) {
+        w.f64(c.center);
+        w.f64(c.width);
+        w.u32(uint32_t(c.function));
+    }
+    w.u32(i.voi_lut.has_value());
+    if (i.voi_lut) {
+        w.i32(i.voi_lut->first_mapped);
+        w.i32(i.voi_lut->bits);
+        w.u32(uint32_t(i.voi_lut->data.size()));
+        for (uint16_t x : i.voi_lut->data) w.u32(x);
+    }
+    w.u32(i.pixel_spacing.has_value());
+    if (i.pixel_spacing)
+        for (double x : *i.pixel_spacing) w.f64(x);
+    w.u32(i.slice_thickness.has_value());
+    if (i.slice_thickness) w.f64(*i.slice_thickness);
+    w.u32(i.orientation.has_value());
+    if (i.orientation)
+        for (double x : *i.orientation) w.f64(x);
+    w.u32(uint32_t(i.positions.size()));
+    for (const auto& p : i.positions)
+        for (double x : p) w.f64(x);
+    w.u32(i.instance_number.has_value());
+    if (i.instance_number) w.i32(*i.instance_number);
+    w.u32(uint32_t(d.pixels.type));
+    w.u64(d.pixels.count);
+}
+
+DicomImage decode_dicom_info(std::span<const uint8_t> body, const Limits& limits, bool pixels) {
+    MessageReader r(body);
+    DicomImage d;
+    DicomInfo& i = d.info;
+    for (std::string* s : {&i.transfer_syntax, &i.transfer_syntax_name, &i.sop_class_uid, &i.modality, &i.body_part,
+                           &i.series_uid, &i.study_uid, &i.series_description, &i.photometric, &i.rescale_type})
+        *s = r.str();
+    for (int* v : {&i.rows, &i.columns, &i.frames, &i.samples_per_pixel, &i.bits_allocated, &i.bits_stored, &i.high_bit,
+                   &i.pixel_representation, &i.planar_configuration})
+        *v = r.i32();
+    i.float_pixels = flag(r);
+    i.lossy = flag(r);
+    // Image attributes: the checks the decoder made, made again.
+    if (i.rows < 1 || i.columns < 1 || i.rows > limits.max_side || i.columns > limits.max_side ||
+        int64_t(i.rows) * i.columns > limits.max_pixels)
+        invalid_child_message("image of %d x %d", i.columns, i.rows);
+    if (i.frames < 1 || int64_t(i.rows) * i.columns * i.frames > limits.max_voxels)
+        invalid_child_message("%d frames of %d x %d", i.frames, i.columns, i.rows);
+    int bal = i.bits_allocated;
+    if (i.samples_per_pixel != 1 && i.samples_per_pixel != 3) invalid_child_message("%d samples per pixel", i.samples_per_pixel);
+    if (i.float_pixels ? bal != 32 && bal != 64 : bal != 1 && bal != 8 && bal != 16 && bal != 32)
+        invalid_child_message("%d bits allocated", bal);
+    if (i.bits_stored < 1 || i.bits_stored > bal || i.high_bit < i.bits_stored - 1 || i.high_bit >= bal)
+        invalid_child_message("bits stored %d, high bit %d", i.bits_stored, i.high_bit);
+    if (i.pixel_representation != 0 && i.pixel_representation != 1)
+        invalid_child_message("pixel representation %d", i.pixel_representation);
+    // Per-frame values: one, or one per frame.
+    std::vector<double>* rescale[2] = {&i.rescale_slope, &i.rescale_intercept};
+    for (auto* v : rescale) {
+        v->resize(r.count(8));
+        for (double& x : *v) x = finite(r);
+    }
+    if (i.rescale_slope.size() != i.rescale_intercept.size() ||
+        (i.rescale_slope.size() != 1 && i.rescale_slope.size() != size_t(i.frames)))
+        invalid_child_message("%zu rescale slopes and %zu intercepts for %d frames", i.rescale_slope.size(),
+                              i.rescale_intercept.size(), i.frames);
+    i.windows.resize(r.count(20));
+    for (WindowCW& c : i.windows) {
+        c.center = finite(r);
+        c.width = finite(r);
+        uint32_t f = r.u32();
+        if (c.width <= 0 || f > uint32_t(VoiFunction::Sigmoid)) invalid_child_message("window of width %g, function %u", c.width, f);
+        c.function = VoiFunction(f);
+    }
+    if (flag(r)) {
+        VoiLut& lut = i.voi_lut.emplace();
+        lut.first_mapped = r.i32();
+        lut.bits = r.i32();
+        lut.data.resize(r.count(4));
+        for (uint16_t& x : lut.data) {
+            uint32_t v = r.u32();
+            if (v > 0xFFFF) invalid_child_message("VOI LUT entry %u", v);
+            x = uint16_t(v);
+        }
+        if (lut.bits < 1 || lut.bits > 16 || lut.data.empty() || lut.data.size() > 65536)
+            invalid_child_message("VOI LUT of %zu entries of %d bits", lut.data.size(), lut.bits);
+    }
+    if (flag(r)) i.pixel_spacing = std::array<double, 2>{finite(r), finite(r)};
+    if (flag(r)) i.slice_thickness = finite(r);
+    if (flag(r)) {
+        std::array<double, 6> o;
+        for (double& x : o) x = finite(r);
+        i.orientation = o;
+    }
+    i.positions.resize(r.count(24));
+    for (auto& p : i.positions)
+        for (double& x : p) x = finite(r);
+    if (i.positions.size() > 1 && i.positions.size() != size_t(i.frames))
+        invalid_child_message("%zu positions for %d frames", i.positions.size(), i.frames);
+    if (flag(r)) i.instance_number = r.i32();
+    // Pixels: the type these attributes give, one sample per row x column x frame x sample.
+    uint32_t type = r.u32();
+    uint64_t count = r.u64();
+    r.end();
+    uint64_t want = pixels ? uint64_t(i.rows) * i.columns * i.frames * i.samples_per_pixel : 0;
+    if (count != want || (pixels && type != uint32_t(sample_type_for(i))))
+        invalid_child_message("%llu samples of type %u where %llu of %s were expected", (unsigned long long)count, type,
+                              (unsigned long long)want, sample_type_name(sample_type_for(i)));
+    d.pixels.type = sample_type_for(i);
+    d.pixels.count = size_t(count);
+    d.pixels.bytes.resize(size_t(count) * sample_size(d.pixels.type));
+    return d;
+}
+
+namespace {
+
+void gdcm_quiet() {  // GDCM reports through its own stderr trace; our errors say it all
+    static const bool quiet = [] {
+        gdcm::Trace::DebugOff();
+        gdcm::Trace::WarningOff();
+        gdcm::Trace::ErrorOff();
+        return true;
+    }();
+    (void)quiet;
+}
+
+// In-process: what the fuzz target and tests of the decoding logic use.
+DicomImage decode_here(std::span<const uint8_t> bytes, const std::string& name, const Limits& limits, bool pixels) {
     try {
-        return decode_inner(bytes, name, limits, pixels, guard);
+        return decode_with_gdcm(bytes, name, limits, pixels, [](uint64_t) {});
     } catch (const Error&) {
         throw;
     } catch (const std::bad_alloc&) {
@@ -734,18 +909,73 @@ static DicomImage decode(std::span<const uint8_t> bytes, const std::string& name
     }
 }
 
-DicomImage decode_dicom(std::span<const uint8_t> bytes, const std::string& name, const Limits& limits) {
-    return decode(bytes, name, limits, true);
+// In a child process (isolated_decode.h). Its limits, from the size of what GDCM parses (the
+// file, or the inflated data set): address space max(512 MiB, 8 x that) while parsing, raised by
+// 6 x the largest pixel buffer once the image attributes are checked, never above 16 GiB; CPU
+// time 10 s + 1 s per MiB (at most 600 s); wall time twice the CPU time + 10 s.
+DicomImage decode_in_child(std::span<const uint8_t> bytes, const std::string& name, const Limits& limits, bool pixels,
+                           int64_t parsed_bytes) {
+    ChildLimits lim;
+    uint64_t parse_budget = std::min(std::max(512 * kMiB, 8 * uint64_t(parsed_bytes)), kDecoderMemoryCap);
+    lim.memory_bytes = parse_budget;
+    lim.memory_bytes_max = kDecoderMemoryCap;
+    lim.cpu_seconds = int(std::min<uint64_t>(10 + uint64_t(parsed_bytes) / kMiB, 600));
+    lim.wall_seconds = 2 * lim.cpu_seconds + 10;
+    DicomImage result;
+    run_isolated(
+        "DICOM decoder", name, lim,
+        [&](ChildOutput& out) {  // the child
+            DicomImage d;
+            try {
+                d = decode_with_gdcm(bytes, name, limits, pixels,
+                                     [&](uint64_t pixel_bytes) { out.raise_memory_limit(parse_budget + 6 * pixel_bytes); });
+            } catch (const Error&) {
+                throw;
+            } catch (const std::bad_alloc&) {
+                throw;
+            } catch (const std::exception& e) {
+                fail("%s: malformed DICOM file (%s)", name.c_str(), e.what());
+            }
+            MessageWriter w;
+            encode_dicom_info(d, w);
+            out.send(kInfoFrame, {w.bytes()});
+            out.send(kPixelsFrame, {d.pixels.bytes});
+        },
+        [&](ChildInput& in) {  // the parent
+            result = decode_dicom_info(in.receive(kInfoFrame, kMaxInfoBytes), limits, pixels);
+            in.receive_into(kPixelsFrame, result.pixels.bytes);
+        });
+    result.info.path = name;
+    return result;
 }
 
-DicomImage read_dicom(const std::filesystem::path& path, const Limits& limits) {
-    auto bytes = read_file_bytes(path, limits.max_file_bytes);
-    return decode(bytes, path.string(), limits, true);
+}  // namespace
+
+static DicomImage decode(std::span<const uint8_t> bytes, const std::string& name, const Limits& limits, bool pixels,
+                         DecodeIsolation isolation) {
+    if (int64_t(bytes.size()) > limits.max_file_bytes)
+        fail("%s: file is %zu bytes, over the limit of %lld", name.c_str(), bytes.size(), (long long)limits.max_file_bytes);
+    if (bytes.size() < 8) fail("%s: too short to be a DICOM file (%zu bytes)", name.c_str(), bytes.size());
+    // 0. Our bounds check of the element structure, here in the caller's process, so that GDCM never
+    //    allocates past the file (dicom_scan.h). Then GDCM's parse and decode, in a child by default.
+    int64_t parsed_bytes = scan_dicom_structure(bytes, name, limits.max_file_bytes);
+    gdcm_quiet();  // before the fork: the child inherits it
+    if (isolation == DecodeIsolation::InProcess) return decode_here(bytes, name, limits, pixels);
+    return decode_in_child(bytes, name, limits, pixels, parsed_bytes);
 }
 
-DicomInfo read_dicom_info(const std::filesystem::path& path, const Limits& limits) {
+DicomImage decode_dicom(std::span<const uint8_t> bytes, const std::string& name, const Limits& limits, DecodeIsolation isolation) {
+    return decode(bytes, name, limits, true, isolation);
+}
+
+DicomImage read_dicom(const std::filesystem::path& path, const Limits& limits, DecodeIsolation isolation) {
     auto bytes = read_file_bytes(path, limits.max_file_bytes);
-    return decode(bytes, path.string(), limits, false).info;
+    return decode(bytes, path.string(), limits, true, isolation);
+}
+
+DicomInfo read_dicom_info(const std::filesystem::path& path, const Limits& limits, DecodeIsolation isolation) {
+    auto bytes = read_file_bytes(path, limits.max_file_bytes);
+    return decode(bytes, path.string(), limits, false, isolation).info;
 }
 
 std::vector<float> DicomImage::modality_frame(int frame) const {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "imaging/image.h"
+#include "imaging/isolated_decode.h"
 #include "imaging/window.h"
 
 namespace hg::imaging {
@@ -66,11 +67,16 @@ struct DicomImage {
 bool looks_like_dicom(std::span<const uint8_t> head);
 
 // Reads and decodes a DICOM file. Errors name the file and the problem (no pixel data,
-// unsupported transfer syntax, truncated, over the limits, ...).
-DicomImage read_dicom(const std::filesystem::path& path, const Limits& limits = default_limits());
-DicomImage decode_dicom(std::span<const uint8_t> bytes, const std::string& name, const Limits& limits = default_limits());
+// unsupported transfer syntax, truncated, over the limits, ...). GDCM's parse and decode run in a
+// child process with resource limits (isolated_decode.h), so that a file which makes GDCM assert,
+// crash, allocate gigabytes or loop ends in an hg::Error; InProcess is for fuzzing and tests only.
+DicomImage read_dicom(const std::filesystem::path& path, const Limits& limits = default_limits(),
+                      DecodeIsolation isolation = DecodeIsolation::Subprocess);
+DicomImage decode_dicom(std::span<const uint8_t> bytes, const std::string& name, const Limits& limits = default_limits(),
+                        DecodeIsolation isolation = DecodeIsolation::Subprocess);
 
 // Reads only the metadata (no pixel decoding): for sorting series.
-DicomInfo read_dicom_info(const std::filesystem::path& path, const Limits& limits = default_limits());
+DicomInfo read_dicom_info(const std::filesystem::path& path, const Limits& limits = default_limits(),
+                          DecodeIsolation isolation = DecodeIsolation::Subprocess);
 
 }  // namespace hg::imaging

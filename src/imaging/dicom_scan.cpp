@@ -149,7 +149,7 @@ std::vector<uint8_t> inflate_raw(std::span<const uint8_t> in, const std::string&
 
 }  // namespace
 
-void scan_dicom_structure(std::span<const uint8_t> b, const std::string& name, int64_t max_inflated_bytes) {
+int64_t scan_dicom_structure(std::span<const uint8_t> b, const std::string& name, int64_t max_inflated_bytes) {
     Walker w{b, name};
     size_t pos = 0;
     std::string ts;
@@ -173,7 +173,7 @@ void scan_dicom_structure(std::span<const uint8_t> b, const std::string& name, i
         }
         pos = meta_end;
     }
-    if (pos >= b.size()) return;  // nothing after the meta group: GDCM reports what is missing
+    if (pos >= b.size()) return int64_t(b.size());  // nothing after the meta group: GDCM reports what is missing
     bool explicit_vr = true;
     if (ts == "1.2.840.10008.1.2") {
         explicit_vr = false;
@@ -183,7 +183,7 @@ void scan_dicom_structure(std::span<const uint8_t> b, const std::string& name, i
         auto inflated = inflate_raw(b.subspan(pos), name, max_inflated_bytes);
         Walker d{inflated, name};
         d.walk(0, inflated.size(), true, 0, false);
-        return;
+        return int64_t(pos + inflated.size());
     } else if (ts.empty()) {
         // No meta group (or no transfer syntax): guess as GDCM does, from the first element.
         if (b.size() - pos >= 8) {
@@ -193,6 +193,7 @@ void scan_dicom_structure(std::span<const uint8_t> b, const std::string& name, i
         }
     }
     w.walk(pos, b.size(), explicit_vr, 0, false);
+    return int64_t(b.size());
 }
 
 }  // namespace hg::imaging

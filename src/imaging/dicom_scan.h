@@ -12,6 +12,8 @@
 namespace hg::imaging {
 
 // Throws hg::Error naming `name` and the offending element when the structure is not sound.
-void scan_dicom_structure(std::span<const uint8_t> bytes, const std::string& name, int64_t max_inflated_bytes);
+// Returns the size of what GDCM will parse: the file, or for a deflated data set the meta group
+// plus the inflated data set (the decoder's memory budget is sized from it).
+int64_t scan_dicom_structure(std::span<const uint8_t> bytes, const std::string& name, int64_t max_inflated_bytes);
 
 }  // namespace hg::imaging
