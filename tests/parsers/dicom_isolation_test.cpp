@@ -20,6 +20,7 @@
 
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "image_fixtures.h"
 #include "imaging/dicom.h"
 #include "imaging/dicom_message.h"
 #include "imaging/isolated_decode.h"
@@ -245,6 +246,46 @@ TEST_F(DicomIsolation, EveryFileDecodesAsInProcess) {
                 same, errors);
 }
 
+// The same over every DICOM file of the imaging reference (pydicom's and dicom3tools' test files
+// from build/testdata, the shared files): an image decodes identically in the child and
+// in-process (what the decoder gave before the child existed), and an error of our own checks has
+// the same text. A failure only the child can report (GDCM assert, crash, allocation) is counted
+// and not tried in-process, where it would end this process.
+TEST_F(DicomIsolation, EveryReferenceFileDecodesAsInProcess) {
+    IMG_SKIP_WITHOUT_FIXTURES();
+    int same = 0, same_error = 0, child_only = 0, missing = 0;
+    for (const auto& [key, e] : imgtest::expected()["dicom"].items()) {
+        auto path = imgtest::resolve(key);
+        if (path.empty()) {
+            missing++;
+            continue;
+        }
+        SCOPED_TRACE(key);
+        std::string child_error;
+        DicomImage child;
+        try {
+            child = read_dicom(path);
+        } catch (const hg::Error& err) {
+            child_error = err.what();
+        }
+        if (contains(child_error, "DICOM decoder failed on ")) {
+            std::printf("  child only: %s\n", child_error.c_str());
+            child_only++;
+            continue;
+        }
+        if (!child_error.empty()) {
+            EXPECT_EQ(child_error, error_of([&] { read_dicom(path, default_limits(), DecodeIsolation::InProcess); }));
+            same_error++;
+            continue;
+        }
+        expect_same(child, read_dicom(path, default_limits(), DecodeIsolation::InProcess));
+        same++;
+    }
+    std::printf("reference files: %d decoded identically in the child and in-process, %d identical errors, "
+                "%d failures only the child reports, %d files not present\n", same, same_error, child_only, missing);
+    EXPECT_GT(same, 0);
+}
+
 TEST_F(DicomIsolation, NoZombiesNoLeakedFdsAfter200Decodes) {
     HG_SKIP_WITHOUT_SHARED_DATA("medical/dicom");
     auto bytes = hgtest::read_file(dicom_dir() / "emri_small.dcm");
@@ -400,8 +441,13 @@ TEST_F(DicomIsolation, RunnerReportsEachKindOfFailure) {
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     EXPECT_TRUE(prefix(e, "took too long")) << e;
     EXPECT_LT(s, lim.wall_seconds + 1.0);  // bounded by the limits, not by the loop
+    t0 = std::chrono::steady_clock::now();
     e = run([](ChildOutput&) { sleep(100); }, lim);  // no CPU used: the wall-clock deadline
+    s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     EXPECT_TRUE(prefix(e, "took too long (more than 3 s; stopped)")) << e;
+    EXPECT_GE(s, lim.wall_seconds - 0.1);
+    EXPECT_LT(s, lim.wall_seconds + 1.0);
+    std::printf("CPU loop stopped (1 s CPU limit); sleeping child stopped after %.2f s (3 s deadline)\n", s);
 
     // Garbage instead of a frame, a frame longer than the parent accepts, nothing at all.
     e = run([](ChildOutput&) { (void)!write(3, "garbage garbage garbage", 23); }, lim);
