@@ -14,6 +14,18 @@
 using namespace hg::imaging;
 using nlohmann::json;
 
+#if defined(__SANITIZE_ADDRESS__)
+static constexpr bool kSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+static constexpr bool kSanitizer = true;
+#else
+static constexpr bool kSanitizer = false;
+#endif
+#else
+static constexpr bool kSanitizer = false;
+#endif
+
 namespace {
 
 std::vector<double> all_values(const DicomImage& d) {
@@ -41,7 +53,7 @@ double lossy_bound(const std::string& photometric) { return photometric.rfind("Y
 TEST(Dicom, MatchesPydicomOnEveryFile) {
     IMG_SKIP_WITHOUT_FIXTURES();
     int decoded = 0, exact = 0, lossy = 0, hu_equal = 0, hu_checked = 0, missing = 0, clear_errors = 0;
-    int decoded_where_pydicom_fails = 0;
+    int decoded_where_pydicom_fails = 0, sanitizer_oom = 0;
     double worst_lossy = 0;
     for (const auto& [key, e] : imgtest::expected()["dicom"].items()) {
         auto path = imgtest::resolve(key);
@@ -69,7 +81,22 @@ TEST(Dicom, MatchesPydicomOnEveryFile) {
             }
             continue;
         }
-        DicomImage d = read_dicom(path);
+        DicomImage d;
+        try {
+            d = read_dicom(path);
+        } catch (const hg::Error& err) {
+            // GDCM decodes a few files only after recovering from a failed huge allocation (e.g.
+            // SC_rgb_jpeg.dcm: a 1.3 GB length read from "TECO" text). Under AddressSanitizer that
+            // recovery cannot happen (ASan's operator new aborts rather than throw), so there, and
+            // only there, such a file ends in the child's out-of-memory error.
+            std::string msg = err.what();
+            if (kSanitizer && msg.find(": out of memory (") != std::string::npos) {
+                sanitizer_oom++;
+                std::printf("  note: %s: out of memory under the sanitizer: %s\n", key.c_str(), msg.c_str());
+                continue;
+            }
+            throw;
+        }
         decoded++;
         const auto& shape = e["shape"];
         ASSERT_EQ(d.info.frames, shape[0].get<int>());
@@ -129,6 +156,7 @@ TEST(Dicom, MatchesPydicomOnEveryFile) {
     std::printf("DICOM vs pydicom: %d decoded (%d bit-exact, %d lossy JPEG within bound, worst error %g); "
                 "modality LUT equal on %d of %d; %d pydicom failures decoded by us, %d clear errors; %d files not present\n",
                 decoded, exact, lossy, worst_lossy, hu_equal, hu_checked, decoded_where_pydicom_fails, clear_errors, missing);
+    EXPECT_LE(sanitizer_oom, 1) << "more files than SC_rgb_jpeg.dcm need GDCM's allocation-failure recovery";
     if (decoded == 0) GTEST_SKIP() << "no DICOM data present";
 }
 
