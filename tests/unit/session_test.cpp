@@ -9,9 +9,12 @@
 // The numbers themselves are checked against PyTorch in tests/parity/pipeline_test.cpp.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
+#include "formats/gguf.h"
+#include "model/hlora.h"
 #include "runtime/demo_model.h"
 #include "runtime/pipeline.h"
 #include "test_util.h"
@@ -181,4 +184,85 @@ TEST(Session, RefusalsNameTheProblem) {
     } catch (const hg::Error& e) {
         EXPECT_NE(std::string(e.what()).find("found: com"), std::string::npos) << e.what();
     }
+}
+
+// A generation plugin's fusion rows (its own embedding and head, healthgpt-reference.md §1.4 step 6)
+// replace the mean-initialised extension for requests that use it. The demo model gets a "gen"
+// plugin: the same H-LoRA weights and projector as "com", vision layer 1, and fusion rows that are
+// the base rows plus the mean rows written out in full -- so it must give com's logits -- except
+// that the head row of <idx_5> is set to token 7's and the embedding row of token 9 to token 11's.
+TEST(Session, GenerationPluginUsesItsFusionRows) {
+    auto demo_model = demo();
+    const auto dir = hgtest::scratch_dir() / "demo-gen";
+    write_demo_model(dir);
+    const auto text = GGUFFile::open(dir / "text.gguf");
+    const auto com = GGUFFile::open(dir / "plugins" / "com.gguf");
+    const int64_t N = demo_model->tokenizer().size() - demo_model->vq_added();  // rows before the extension
+    const int64_t V = demo_model->tokenizer().size();
+    const Tensor te = text->tensor("token_embd.weight"), out = text->tensor("output.weight");
+    ASSERT_EQ(te.type, DType::F32);
+    const int64_t E = te.cols();
+    auto fused = [&](const Tensor& base) {
+        std::vector<float> rows((size_t)(V * E));
+        const float* b = (const float*)base.data;
+        std::vector<double> mean((size_t)E, 0.0);
+        for (int64_t r = 0; r < N; ++r)
+            for (int64_t j = 0; j < E; ++j) mean[(size_t)j] += b[r * E + j];
+        for (int64_t r = 0; r < V; ++r)
+            for (int64_t j = 0; j < E; ++j)
+                rows[(size_t)(r * E + j)] = r < N ? b[r * E + j] : (float)(mean[(size_t)j] / (double)N);
+        return rows;
+    };
+    std::vector<float> embd = fused(te), head = fused(out);
+    const int32_t idx5 = demo_model->vq().idx0 + 5;
+    std::copy_n(head.begin() + 7 * E, E, head.begin() + idx5 * E);
+    std::copy_n(embd.begin() + 11 * E, E, embd.begin() + 9 * E);
+
+    GGUFWriter w;
+    for (const auto& kv : com->metadata()) w.set(kv.key, kv.value);
+    w.set_string(plugin_keys::kTask, "generation");
+    w.set_i32(plugin_keys::kVisionLayer, 1);
+    for (const auto& ti : com->tensors()) w.add_tensor(ti.name, com->tensor(ti.name));
+    w.add_tensor(plugin_names::kTokenEmbd, DType::F32, {V, E}, embd.data());
+    w.add_tensor(plugin_names::kOutput, DType::F32, {V, E}, head.data());
+    w.write(dir / "plugins" / "gen.gguf");
+
+    auto m = Model::load(dir);
+    ASSERT_EQ(m->plugins().all().size(), 2u);
+    const Plugin& gen = m->plugins().get("gen");
+    EXPECT_EQ(gen.task(), PluginTask::Generation);
+    EXPECT_TRUE(gen.has_fusion_rows());
+    EXPECT_EQ(gen.decoder->hparams().n_vocab, V);
+    EXPECT_EQ(m->plugins().first(PluginTask::Comprehension)->name, "com");
+
+    Session s(m);
+    AskOptions with_com, with_gen;
+    with_com.plugin = "com";
+    with_gen.plugin = "gen";
+    const std::vector<int32_t> ids = {1, 30, 9, 40, 50, 9, 60};
+    const std::vector<float> a = s.logits(ids, {}, with_com), b = s.logits(ids, {}, with_gen);
+    ASSERT_EQ(a.size(), b.size());
+    ASSERT_EQ((int64_t)a.size(), (int64_t)ids.size() * V);
+    // positions before the first token 9 see the same rows: equal logits, except column <idx_5>,
+    // which now scores with token 7's head row
+    double differ = 0, scale = 0;
+    for (int64_t j = 0; j < 2 * V; ++j) {
+        scale = std::max(scale, (double)std::fabs(a[j]));
+        if (j % V != idx5) differ = std::max(differ, (double)std::fabs(a[j] - b[j]));
+    }
+    EXPECT_LE(differ, 1e-5 * scale);  // the mean rows' logit: one double dot product vs a float matmul row
+    for (int64_t p = 0; p < (int64_t)ids.size(); ++p) EXPECT_EQ(b[p * V + idx5], b[p * V + 7]) << p;
+    // from the first token 9 on, the embedding row differs
+    double later = 0;
+    for (int64_t j = 2 * V; j < (int64_t)a.size(); ++j) later = std::max(later, (double)std::fabs(a[j] - b[j]));
+    EXPECT_GT(later, 1e-3 * scale);
+
+    // and images go through the generation plugin's vision layer and projector inputs
+    const std::vector<float> px = preprocess_image(*m, picture(96, 3));
+    const std::vector<float> fc = s.image_features(px, m->plugins().get("com"));
+    const std::vector<float> fg = s.image_features(px, gen);
+    ASSERT_EQ(fc.size(), fg.size());
+    double fdiff = 0;
+    for (size_t i = 0; i < fc.size(); ++i) fdiff = std::max(fdiff, (double)std::fabs(fc[i] - fg[i]));
+    EXPECT_GT(fdiff, 1e-3) << "vision layer 1 vs -2";
 }
