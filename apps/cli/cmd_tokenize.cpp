@@ -8,13 +8,16 @@
 
 #include "command.h"
 #include "core/error.h"
+#include "formats/gguf.h"
+#include "runtime/model.h"
 #include "text/chat.h"
+#include "text/gguf_tokenizer.h"
 #include "text/tokenizer.h"
 
 namespace {
 
 struct TokenizeOptions {
-    std::string tokenizer, config, tmpl;
+    std::string tokenizer, config, tmpl, model;
     int image_slots = 0;
     bool special = false, fast = false, plain = false, generation = false, decode = false;
     std::vector<std::string> args;
@@ -22,9 +25,25 @@ struct TokenizeOptions {
 
 int run_tokenize(const TokenizeOptions& o) {
     using namespace hg::text;
+    HG_CHECK(o.model.empty() != o.tokenizer.empty(), "give either -m MODEL or --tokenizer FILE");
     std::optional<std::filesystem::path> config;
     if (!o.config.empty()) config = o.config;
-    Tokenizer tok = Tokenizer::load(o.tokenizer, config);
+    std::optional<Tokenizer> loaded;
+    if (!o.model.empty()) {
+        // a model folder's text.gguf or a text GGUF: tokenizer.ggml.* + healthgpt.tokenizer.hf_config
+        HG_CHECK(o.config.empty(), "--config applies to --tokenizer files; a model's GGUF carries its configuration");
+        const bool folder = std::filesystem::is_directory(o.model);
+        const std::filesystem::path p = folder ? std::filesystem::path(o.model) / "text.gguf" : std::filesystem::path(o.model);
+        const auto f = hg::GGUFFile::open(p);
+        loaded.emplace(load_tokenizer(*f));
+        // a model folder's vocabulary is what hg::Model::load makes of it: with HealthGPT's
+        // <start_index>/<idx_k> extension for the Phi templates
+        if (folder)
+            if (auto t = hg::detect_chat_template(*f, *loaded); t && chat_model(*t).vq_vocabulary) add_vq_vocabulary(*loaded);
+    } else {
+        loaded.emplace(Tokenizer::load(o.tokenizer, config));
+    }
+    Tokenizer& tok = *loaded;
     std::optional<ChatTemplate> tmpl;
     if (!o.tmpl.empty()) {
         tmpl = chat_template_from_name(o.tmpl);
@@ -80,8 +99,9 @@ HG_COMMAND(tokenize, "Tokenize text into ids (or decode ids) exactly as the Hugg
     auto o = std::make_shared<TokenizeOptions>();
     app.add_option("--tokenizer", o->tokenizer,
                    "tokenizer.json, tokenizer.model or *.tiktoken file, or a folder holding one; a "
-                   "tokenizer_config.json beside it (added tokens, BOS/EOS, legacy) is applied")
-        ->required();
+                   "tokenizer_config.json beside it (added tokens, BOS/EOS, legacy) is applied");
+    app.add_option("-m,--model", o->model, "instead of --tokenizer: a model folder (its text.gguf's tokenizer, with HealthGPT's VQ "
+                   "vocabulary for Phi models, as `ask` uses it) or a text GGUF (its tokenizer as stored)");
     app.add_option("--config", o->config, "tokenizer_config.json to apply instead of the one beside --tokenizer");
     app.add_flag("--special", o->special,
                  "encode: add the BOS/EOS the tokenizer config asks for (Hugging Face add_special_tokens); "

@@ -1,6 +1,7 @@
 // Phi-3 / Phi-4 / Qwen2 / Llama decoder forward pass (see decoder.h).
 #include "model/decoder.h"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstring>
@@ -60,7 +61,18 @@ Decoder::Decoder(DecoderHParams hp, DecoderWeights w, std::shared_ptr<const void
 }
 
 void Decoder::embed(std::span<const int32_t> ids, float* out) const {
-    embedding_lookup(out, w_.token_embd, ids.data(), (int64_t)ids.size());
+    if (w_.shared_from < 0) {
+        embedding_lookup(out, w_.token_embd, ids.data(), (int64_t)ids.size());
+        return;
+    }
+    const int64_t E = hp_.n_embd;
+    for (size_t i = 0; i < ids.size(); ++i) {
+        const int32_t id = ids[i];
+        HG_CHECK(id >= 0 && id < hp_.n_vocab, "%s: token id %d outside the vocabulary (%lld)", source_.c_str(), id,
+                 (long long)hp_.n_vocab);
+        if (id >= w_.shared_from) std::memcpy(out + (int64_t)i * E, w_.shared_embd.data(), (size_t)E * sizeof(float));
+        else embedding_lookup(out + (int64_t)i * E, w_.token_embd, &id, 1);
+    }
 }
 
 void Decoder::linear(float* y, const float* x, int64_t M, const Linear& L, int64_t layer, LinearKind kind,
@@ -215,7 +227,20 @@ void Decoder::forward(const float* embeds, int64_t n_tok, const KVView& kv, Logi
         const int64_t first = rows == LogitRows::Last ? n_tok - 1 : 0;
         const int64_t n_out = n_tok - first;
         K.rmsnorm(xn, x + first * E, w_.output_norm.data(), n_out, E, hp.rms_eps);
-        K.matmul(logits, xn, w_.output, nullptr, n_out, pool);
+        if (w_.shared_from < 0) {
+            K.matmul(logits, xn, w_.output, nullptr, n_out, pool);
+        } else {
+            // own rows [0, Vs) by matmul; the shared tail [Vs, V) by one dot product per row
+            const int64_t V = hp.n_vocab, Vs = w_.shared_from;
+            float* own = n_out == 1 ? logits : arena.alloc<float>(n_out * Vs);
+            K.matmul(own, xn, w_.output, nullptr, n_out, pool);
+            for (int64_t r = n_out; r-- > 0;) {
+                if (own != logits) std::memmove(logits + r * V, own + r * Vs, (size_t)Vs * sizeof(float));
+                double dot = 0;
+                for (int64_t j = 0; j < E; ++j) dot += (double)xn[r * E + j] * w_.shared_output[(size_t)j];
+                std::fill(logits + r * V + Vs, logits + (r + 1) * V, (float)dot);
+            }
+        }
     }
     arena.reset();
 }
@@ -300,6 +325,9 @@ std::shared_ptr<const Decoder> with_vocabulary(std::shared_ptr<const Decoder> ba
     DecoderWeights w = base->weights();
     w.token_embd = token_embd;
     w.output = output;
+    w.shared_from = -1;  // the replacement rows cover the whole vocabulary
+    w.shared_embd.clear();
+    w.shared_output.clear();
     struct Keep {
         std::shared_ptr<const Decoder> base;
         std::shared_ptr<const void> extra;
@@ -307,6 +335,39 @@ std::shared_ptr<const Decoder> with_vocabulary(std::shared_ptr<const Decoder> ba
     const std::string src = base->source();
     const std::vector<int32_t> stops = base->stop_ids();  // before `base` moves into the keeper
     auto storage = std::make_shared<const Keep>(Keep{std::move(base), std::move(keep)});
+    return std::make_shared<const Decoder>(hp, std::move(w), storage, src, stops);
+}
+
+std::shared_ptr<const Decoder> with_mean_rows(std::shared_ptr<const Decoder> base, int64_t n_keep, int64_t n_new) {
+    const DecoderWeights& bw = base->weights();
+    const int64_t E = base->hparams().n_embd;
+    HG_CHECK(bw.shared_from < 0, "%s: the vocabulary is already extended", base->source().c_str());
+    HG_CHECK(n_keep > 0 && n_keep <= bw.token_embd.rows() && n_keep <= bw.output.rows() && n_new > 0,
+             "%s: cannot keep %lld of %lld embedding rows and add %lld", base->source().c_str(), (long long)n_keep,
+             (long long)bw.token_embd.rows(), (long long)n_new);
+    // mean over rows 0 .. n_keep-1 of a [rows, E] table of any type (rows are widened one at a time)
+    auto mean_row = [&](const Tensor& table) {
+        std::vector<double> acc((size_t)E, 0.0);
+        std::vector<float> row((size_t)E);
+        for (int32_t r = 0; r < (int32_t)n_keep; ++r) {
+            embedding_lookup(row.data(), table, &r, 1);
+            for (int64_t j = 0; j < E; ++j) acc[(size_t)j] += row[(size_t)j];
+        }
+        std::vector<float> mean((size_t)E);
+        for (int64_t j = 0; j < E; ++j) mean[(size_t)j] = (float)(acc[(size_t)j] / (double)n_keep);
+        return mean;
+    };
+    DecoderHParams hp = base->hparams();
+    hp.n_vocab = n_keep + n_new;
+    DecoderWeights w = bw;
+    w.shared_embd = mean_row(bw.token_embd);
+    w.shared_output = mean_row(bw.output);
+    w.token_embd = Tensor::view(bw.token_embd.type, {n_keep, E}, bw.token_embd.data);
+    w.output = Tensor::view(bw.output.type, {n_keep, E}, bw.output.data);
+    w.shared_from = n_keep;
+    const std::string src = base->source();
+    const std::vector<int32_t> stops = base->stop_ids();
+    std::shared_ptr<const void> storage = base;  // keeps the base (and its mapped file) alive
     return std::make_shared<const Decoder>(hp, std::move(w), storage, src, stops);
 }
 

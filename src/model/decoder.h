@@ -113,10 +113,15 @@ struct DecoderLayer {
 };
 
 struct DecoderWeights {
-    Tensor token_embd;                 // [n_vocab, n_embd]
+    Tensor token_embd;                 // [n_vocab, n_embd] (with a shared tail: [shared_from, n_embd])
     std::vector<DecoderLayer> layers;
     std::vector<float> output_norm;    // [n_embd]
-    Tensor output;                     // [n_vocab, n_embd]; = token_embd when tied
+    Tensor output;                     // [n_vocab, n_embd]; = token_embd when tied (same rows as token_embd)
+    // HealthGPT's vocabulary extension (with_mean_rows): ids [shared_from, n_vocab) all embed as
+    // shared_embd and all score shared_output, so the 8,195 identical rows are never materialised.
+    // -1: none (every id has its own row in token_embd / output).
+    int64_t shared_from = -1;
+    std::vector<float> shared_embd, shared_output;  // [n_embd] each
 };
 
 // Where forward() reads and writes keys and values (owned by runtime/KVCache): per layer, one
@@ -186,5 +191,14 @@ std::unique_ptr<AdapterSet> hlora_adapters(const HLoraPlugin& plugin, const Deco
 // owns their memory. The layers are shared with `base` (kept alive too).
 std::shared_ptr<const Decoder> with_vocabulary(std::shared_ptr<const Decoder> base, const Tensor& token_embd,
                                                const Tensor& output, std::shared_ptr<const void> keep);
+
+// HealthGPT's add_special_tokens_and_resize_model on the model side (healthgpt-reference.md §5.2):
+// the embedding and the head become n_keep + n_new rows, rows [n_keep, n_keep + n_new) set to the
+// mean of rows 0 .. n_keep-1 of each (in double from the stored weights, used as float32). Base rows
+// from n_keep on are dropped (Phi-3's 32011..32063 padding rows are overwritten in the reference).
+// The new rows are identical, so they are kept as one row each: embed() copies it, forward()
+// computes its logit once per position and fills the n_new columns (greedy argmax then picks the
+// lowest of tied ids, as torch.argmax). The layers are shared with `base` (kept alive).
+std::shared_ptr<const Decoder> with_mean_rows(std::shared_ptr<const Decoder> base, int64_t n_keep, int64_t n_new);
 
 }  // namespace hg

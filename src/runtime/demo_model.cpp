@@ -1,0 +1,298 @@
+#include "runtime/demo_model.h"
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "formats/gguf.h"
+#include "model/clip_vision.h"
+#include "model/hlora.h"
+#include "model/projector.h"
+#include "runtime/model.h"
+#include "runtime/sampler.h"
+#include "text/gguf_tokenizer.h"
+#include "text/vocab.h"
+
+namespace hg {
+
+namespace {
+
+// --- shapes of the demo model
+constexpr int64_t kEmbd = 64, kFF = 128, kLayers = 2, kHeads = 4, kHeadDim = kEmbd / kHeads, kCtx = 4096;
+constexpr int kImage = 336, kPatch = 14, kVisHidden = 64, kVisFF = 128, kVisLayers = 3, kVisHeads = 4;
+constexpr int64_t kRank = 8, kExperts = 4;
+constexpr float kAlpha = 16.0f;
+
+struct Normal {
+    Rng rng;
+    explicit Normal(uint64_t seed) : rng(seed) {}
+    float operator()() {  // Box-Muller
+        const double u1 = std::max(rng.uniform(), 1e-300), u2 = rng.uniform();
+        return (float)(std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2));
+    }
+    std::vector<float> fill(int64_t n, float scale, float offset = 0.0f) {
+        std::vector<float> v((size_t)n);
+        for (float& x : v) x = offset + scale * (*this)();
+        return v;
+    }
+};
+
+void add_f32(GGUFWriter& w, const std::string& name, const std::vector<int64_t>& shape, const std::vector<float>& v) {
+    w.add_tensor(name, DType::F32, shape, v.data());
+}
+
+// A linear weight [out, in] with O(1) outputs for O(1) inputs.
+std::vector<float> linear(Normal& n, int64_t out, int64_t in) { return n.fill(out * in, 1.0f / std::sqrt((float)in)); }
+
+// Words the tokenizer knows as whole pieces (plus every prefix, so BPE can build them).
+const char* const kWords[] = {
+    "the", "a", "an", "of", "and", "or", "in", "on", "at", "to", "is", "are", "was", "be", "with", "no", "not",
+    "this", "that", "there", "what", "which", "where", "how", "does", "do", "show", "shows", "image", "images",
+    "scan", "view", "left", "right", "upper", "lower", "middle", "chest", "lung", "lungs", "heart", "rib", "ribs",
+    "spine", "liver", "kidney", "brain", "bone", "bones", "tissue", "mass", "lesion", "nodule", "opacity",
+    "effusion", "fracture", "normal", "abnormal", "mild", "moderate", "severe", "small", "large", "acute",
+    "chronic", "size", "shape", "density", "contrast", "finding", "findings", "sign", "signs", "patient", "study",
+    "x-ray", "ray", "radiograph", "CT", "MRI", "MR", "ultrasound", "axial", "slice", "field", "lobe", "cardiac",
+    "pleural", "pulmonary", "consolidation", "pneumonia", "edema", "atelectasis", "cardiomegaly", "modality",
+    "organ", "yes", "present", "absent", "seen", "visible", "evidence", "suggest", "suggests", "likely",
+    "possible", "consistent", "report", "impression", "random", "tiny", "model", "answer", "question", "medical",
+    "You", "you", "are", "helpful", "AI", "assistant", "I", "it", "its", "can", "may", "should", "see", "here",
+};
+
+text::Vocab demo_vocab() {
+    using text::TokenType;
+    text::Vocab v;
+    v.source = "healthgpt demo vocabulary";
+    v.kind = text::VocabKind::spm_bpe;
+    auto piece = [&](std::string s, TokenType t, float score) {
+        v.tokens.push_back(std::move(s));
+        v.types.push_back(t);
+        v.scores.push_back(score);
+    };
+    piece("<unk>", TokenType::unknown, 0.0f);
+    piece("<s>", TokenType::control, 0.0f);
+    piece("</s>", TokenType::control, 0.0f);
+    static const char* hex = "0123456789ABCDEF";
+    for (int b = 0; b < 256; ++b) piece(std::string("<0x") + hex[b >> 4] + hex[b & 15] + ">", TokenType::byte, 0.0f);
+    // Pieces: single characters, then each word's prefixes ("▁" + w[:k]) in order. A piece's score is
+    // minus its position, so shorter prefixes merge first and every word is reachable.
+    std::vector<std::string> pieces;
+    std::set<std::string> seen;
+    auto add_piece = [&](const std::string& s) {
+        if (seen.insert(s).second) pieces.push_back(s);
+    };
+    add_piece("\xE2\x96\x81");  // "▁"
+    for (char c = 'a'; c <= 'z'; ++c) add_piece(std::string(1, c));
+    for (char c = 'A'; c <= 'Z'; ++c) add_piece(std::string(1, c));
+    for (char c = '0'; c <= '9'; ++c) add_piece(std::string(1, c));
+    for (char c : std::string(".,?!:;'-()/%\"")) add_piece(std::string(1, c));
+    for (const char* w : kWords) {
+        const std::string word = w;
+        for (size_t k = 1; k <= word.size(); ++k) add_piece("\xE2\x96\x81" + word.substr(0, k));
+    }
+    for (size_t i = 0; i < pieces.size(); ++i) piece(pieces[i], TokenType::normal, -(float)i);
+    v.model_size = v.size();
+
+    // Phi-3's chat tokens as added tokens (special, not normalised; rstrip except <|endoftext|>).
+    auto added = [&](int32_t id, const std::string& content, bool rstrip) {
+        text::AddedToken a;
+        a.id = id;
+        a.content = content;
+        a.special = true;
+        a.rstrip = rstrip;
+        a.normalized = false;
+        v.added.push_back(a);
+    };
+    added(0, "<unk>", false);
+    added(1, "<s>", false);
+    added(2, "</s>", false);
+    for (const char* s : {"<|endoftext|>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>"}) {
+        const int32_t id = v.size();
+        piece(s, TokenType::control, 0.0f);
+        added(id, s, std::string(s) != "<|endoftext|>");
+    }
+    v.byte_fallback = true;
+    v.add_dummy_prefix = true;
+    v.space_mode = text::SpaceMode::prepend_each;
+    v.bos_id = 1;
+    v.unk_id = 0;
+    v.eos_id = v.pad_id = v.model_size;  // <|endoftext|>
+    v.add_bos = v.fast_add_bos = false;  // Phi-3's current tokenizer_config
+    v.add_eos = v.fast_add_eos = false;
+    v.legacy = false;
+    v.add_prefix_space = true;
+    v.slow_class = "LlamaTokenizer";
+    v.validate();
+    return v;
+}
+
+void write_text_model(const std::filesystem::path& path, Normal& n) {
+    const text::Vocab vocab = demo_vocab();
+    const int64_t n_rows = (vocab.size() + 63) / 64 * 64;  // padded like Phi-3's 32064 rows for 32011 tokens
+    const int32_t eot = vocab.model_size, assistant = eot + 1, end = eot + 3;
+
+    GGUFWriter w;
+    w.set_string("general.architecture", "phi3");
+    w.set_string("general.name", "healthgpt-demo-tiny");
+    w.set_string("healthgpt.notice",
+                 "tiny random demo model written by `healthgpt make-demo-model`: its answers are random text, "
+                 "not medical");
+    w.set_u32("phi3.context_length", (uint32_t)kCtx);
+    w.set_u32("phi3.embedding_length", (uint32_t)kEmbd);
+    w.set_u32("phi3.feed_forward_length", (uint32_t)kFF);
+    w.set_u32("phi3.block_count", (uint32_t)kLayers);
+    w.set_u32("phi3.attention.head_count", (uint32_t)kHeads);
+    w.set_u32("phi3.attention.head_count_kv", (uint32_t)kHeads);
+    w.set_f32("phi3.attention.layer_norm_rms_epsilon", 1e-5f);
+    w.set_f32("phi3.rope.freq_base", 10000.0f);
+    w.set_u32("phi3.rope.dimension_count", (uint32_t)kHeadDim);
+    w.set_u32("phi3.rope.scaling.original_context_length", (uint32_t)kCtx);
+    w.set_u32("phi3.attention.sliding_window", 2047);
+    w.set_u32("general.file_type", 0);  // all F32
+    w.set_string(model_keys::kChatTemplate, "phi3_instruct");
+    w.set_i32_array(model_keys::kStopTokenIds, {eot, assistant, end});
+    text::TokenizerWriteOptions to;
+    to.n_rows = n_rows;
+    text::write_tokenizer(w, vocab, to);
+
+    // Weights as gen_decoder.py seeds them: O(1) activations, well separated logits.
+    add_f32(w, "token_embd.weight", {n_rows, kEmbd}, n.fill(n_rows * kEmbd, 1.0f));
+    for (int64_t l = 0; l < kLayers; ++l) {
+        const std::string b = "blk." + std::to_string(l) + ".";
+        add_f32(w, b + "attn_norm.weight", {kEmbd}, n.fill(kEmbd, 0.2f, 1.0f));
+        add_f32(w, b + "attn_qkv.weight", {3 * kEmbd, kEmbd}, linear(n, 3 * kEmbd, kEmbd));
+        add_f32(w, b + "attn_output.weight", {kEmbd, kEmbd}, linear(n, kEmbd, kEmbd));
+        add_f32(w, b + "ffn_norm.weight", {kEmbd}, n.fill(kEmbd, 0.2f, 1.0f));
+        add_f32(w, b + "ffn_up.weight", {2 * kFF, kEmbd}, linear(n, 2 * kFF, kEmbd));
+        add_f32(w, b + "ffn_down.weight", {kEmbd, kFF}, linear(n, kEmbd, kFF));
+    }
+    add_f32(w, "output_norm.weight", {kEmbd}, n.fill(kEmbd, 0.2f, 1.0f));
+    add_f32(w, "output.weight", {n_rows, kEmbd}, linear(n, n_rows, kEmbd));
+    w.write(path);
+}
+
+void write_vision(const std::filesystem::path& path, Normal& n) {
+    namespace k = clip_keys;
+    namespace nm = clip_names;
+    GGUFWriter w;
+    w.set_string(k::kArchitecture, "clip");
+    w.set_string("general.name", "healthgpt-demo-tiny vision tower");
+    w.set_bool(k::kHasVisionEncoder, true);
+    w.set_bool(k::kHasTextEncoder, false);
+    w.set_bool(k::kHasLlavaProjector, false);
+    w.set_bool(k::kUseGelu, false);
+    w.set_u32(k::kImageSize, kImage);
+    w.set_u32(k::kPatchSize, kPatch);
+    w.set_u32(k::kEmbeddingLength, kVisHidden);
+    w.set_u32(k::kFeedForwardLength, kVisFF);
+    w.set_u32(k::kBlockCount, kVisLayers);
+    w.set_u32(k::kHeadCount, kVisHeads);
+    w.set_f32(k::kLayerNormEps, 1e-5f);
+    w.set_u32(k::kProjectionDim, kVisHidden);
+    w.set_f32_array(k::kImageMean, {0.48145466f, 0.4578275f, 0.40821073f});
+    w.set_f32_array(k::kImageStd, {0.26862954f, 0.26130258f, 0.27577711f});
+    const int64_t H = kVisHidden, n_pos = (kImage / kPatch) * (kImage / kPatch) + 1;
+    add_f32(w, nm::kPatchEmbd, {H, 3, kPatch, kPatch}, n.fill(H * 3 * kPatch * kPatch, 1.0f / std::sqrt(3.0f * kPatch * kPatch)));
+    add_f32(w, nm::kClassEmbd, {H}, n.fill(H, 1.0f));
+    add_f32(w, nm::kPositionEmbd, {n_pos, H}, n.fill(n_pos * H, 0.5f));
+    add_f32(w, nm::kPreLnWeight, {H}, n.fill(H, 0.1f, 1.0f));
+    add_f32(w, nm::kPreLnBias, {H}, n.fill(H, 0.1f));
+    for (int i = 0; i < kVisLayers; ++i) {
+        for (const char* ln : {"ln1", "ln2"}) {
+            add_f32(w, nm::block(i, ln, "weight"), {H}, n.fill(H, 0.1f, 1.0f));
+            add_f32(w, nm::block(i, ln, "bias"), {H}, n.fill(H, 0.1f));
+        }
+        for (const char* lin : {"attn_q", "attn_k", "attn_v", "attn_out"}) {
+            add_f32(w, nm::block(i, lin, "weight"), {H, H}, linear(n, H, H));
+            add_f32(w, nm::block(i, lin, "bias"), {H}, n.fill(H, 0.1f));
+        }
+        add_f32(w, nm::block(i, "ffn_up", "weight"), {kVisFF, H}, linear(n, kVisFF, H));
+        add_f32(w, nm::block(i, "ffn_up", "bias"), {kVisFF}, n.fill(kVisFF, 0.1f));
+        add_f32(w, nm::block(i, "ffn_down", "weight"), {H, kVisFF}, linear(n, H, kVisFF));
+        add_f32(w, nm::block(i, "ffn_down", "bias"), {H}, n.fill(H, 0.1f));
+    }
+    w.write(path);
+}
+
+void write_plugin(const std::filesystem::path& path, Normal& n) {
+    namespace k = plugin_keys;
+    GGUFWriter w;
+    w.set_string("general.architecture", "phi3");
+    w.set_string(k::kGeneralType, "adapter");
+    w.set_string("general.name", "healthgpt-demo-tiny comprehension plugin");
+    w.set_string(k::kTask, "comprehension");
+    w.set_i32(k::kVisionLayer, -2);
+    w.set_u32(k::kRank, (uint32_t)kRank);
+    w.set_f32(k::kAlpha, kAlpha);
+    w.set_u32(k::kExperts, (uint32_t)kExperts);
+    w.set_string(k::kProjectorType, "mlp2x_gelu");
+    w.set_string(k::kBaseArchitecture, "phi3");
+    struct Lin { const char* name; int64_t out, in; };
+    const Lin lins[] = {{"attn_qkv", 3 * kEmbd, kEmbd}, {"attn_output", kEmbd, kEmbd}, {"ffn_up", 2 * kFF, kEmbd},
+                        {"ffn_down", kEmbd, kFF}};
+    for (int64_t l = 0; l < kLayers; ++l)
+        for (const Lin& L : lins) {
+            add_f32(w, plugin_names::tensor((int)l, L.name, plugin_names::kA), {kRank, L.in}, linear(n, kRank, L.in));
+            add_f32(w, plugin_names::tensor((int)l, L.name, plugin_names::kB), {L.out, kRank},
+                    n.fill(L.out * kRank, 0.5f / std::sqrt((float)kRank)));
+            add_f32(w, plugin_names::tensor((int)l, L.name, plugin_names::kRoute), {kExperts, L.in},
+                    linear(n, kExperts, L.in));
+        }
+    add_f32(w, projector_names::kW0, {kEmbd, kVisHidden}, linear(n, kEmbd, kVisHidden));
+    add_f32(w, projector_names::kB0, {kEmbd}, n.fill(kEmbd, 0.1f));
+    add_f32(w, projector_names::kW2, {kEmbd, kEmbd}, linear(n, kEmbd, kEmbd));
+    add_f32(w, projector_names::kB2, {kEmbd}, n.fill(kEmbd, 0.1f));
+    w.write(path);
+}
+
+}  // namespace
+
+imaging::RgbImage synthetic_radiograph(int size) {
+    HG_CHECK(size >= 16 && size <= 4096, "synthetic radiograph: size %d out of range", size);
+    imaging::RgbImage img(size, size);
+    const double S = size, cx = S / 2;
+    auto inside = [](double x, double y, double ex, double ey, double rx, double ry) {
+        const double dx = (x - ex) / rx, dy = (y - ey) / ry;
+        return dx * dx + dy * dy <= 1.0;
+    };
+    uint64_t noise = 0x2545F4914F6CDD1Dull;
+    for (int y = 0; y < size; ++y)
+        for (int x = 0; x < size; ++x) {
+            double v = 18;
+            if (inside(x, y, cx, 0.56 * S, 0.44 * S, 0.47 * S)) v = 115;                       // body
+            const bool lung = inside(x, y, cx - 0.19 * S, 0.48 * S, 0.13 * S, 0.3 * S) ||
+                              inside(x, y, cx + 0.19 * S, 0.48 * S, 0.13 * S, 0.3 * S);
+            if (lung) v = 48;                                                                  // air
+            if (inside(x, y, cx + 0.05 * S, 0.63 * S, 0.11 * S, 0.12 * S)) v = 150;            // heart
+            if (std::fabs(x - cx) < 0.028 * S && y > 0.12 * S && v > 30) v = 200;              // spine
+            const double u = std::fabs(x - cx) / (0.32 * S);
+            if (u > 0.12 && u < 1.0 && v > 30)
+                for (int k = 0; k < 8; ++k) {                                                  // ribs
+                    const double y0 = 0.22 * S + k * 0.065 * S + 0.06 * S * u * u;
+                    if (std::fabs(y - y0) < 0.009 * S) v = std::min(255.0, v + 55);
+                }
+            noise ^= noise << 13, noise ^= noise >> 7, noise ^= noise << 17;
+            v += (double)(noise % 9) - 4;
+            const uint8_t g = (uint8_t)std::clamp(v, 0.0, 255.0);
+            uint8_t* p = img.px(x, y);
+            p[0] = p[1] = p[2] = g;
+        }
+    return img;
+}
+
+void write_demo_model(const std::filesystem::path& dir, const DemoModelOptions& opt) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    fs::create_directories(dir / "plugins", ec);
+    HG_CHECK(!ec, "%s: cannot create the folder: %s", dir.string().c_str(), ec.message().c_str());
+    Normal n(opt.seed);
+    write_text_model(dir / "text.gguf", n);
+    write_vision(dir / "vision.gguf", n);
+    write_plugin(dir / "plugins" / "com.gguf", n);
+    if (opt.write_example_image) imaging::write_png(dir / "example.png", synthetic_radiograph());
+}
+
+}  // namespace hg

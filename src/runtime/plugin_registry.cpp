@@ -1,0 +1,106 @@
+#include "runtime/plugin_registry.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "core/error.h"
+#include "model/weight_source.h"
+
+namespace hg {
+
+std::string Plugin::describe() const {
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "%s: %s, vision layer %d, rank %lld, alpha %g, %d experts, %zu adapters%s",
+                  name.c_str(), plugin_task_name(task()), vision_layer(), (long long)weights.rank(), weights.alpha(),
+                  weights.experts(), weights.adapters().size(),
+                  has_fusion_rows() ? (", own embedding/head rows " + std::to_string(weights.token_embd()->shape[0])).c_str()
+                                    : "");
+    return buf;
+}
+
+const Plugin& PluginRegistry::load_file(const std::filesystem::path& path, const std::shared_ptr<const Decoder>& base,
+                                        int64_t n_tokens, int64_t vision_hidden, std::string name) {
+    auto p = std::make_unique<Plugin>();
+    p->name = name.empty() ? path.stem().string() : std::move(name);
+    HG_CHECK(!find(p->name), "%s: a plugin named '%s' is already loaded", path.string().c_str(), p->name.c_str());
+    p->path = path;
+    p->file = GGUFFile::open(path);
+    const std::string src = path.string();
+    const WeightSource ws = gguf_source(*p->file);
+    p->weights = HLoraPlugin::load(ws);
+    if (auto arch = p->file->get_string("general.architecture")) {
+        const char* want = decoder_arch_name(base->hparams().arch);
+        HG_CHECK(*arch == want, "%s: a plugin for a %s base, but the text model is %s", src.c_str(), arch->c_str(), want);
+    }
+    const Projector& proj = p->weights.projector();
+    HG_CHECK(proj.d_out() == base->hparams().n_embd, "%s: the projector gives %lld-wide vectors, the text model takes %lld",
+             src.c_str(), (long long)proj.d_out(), (long long)base->hparams().n_embd);
+    HG_CHECK(vision_hidden <= 0 || proj.d_in() == vision_hidden,
+             "%s: the projector takes %lld-wide vision features, the vision tower gives %lld", src.c_str(),
+             (long long)proj.d_in(), (long long)vision_hidden);
+
+    p->decoder = base;
+    if (p->weights.token_embd() || p->weights.output()) {
+        // Generation plugins: the fusion rows replace the embedding and the head (they override
+        // the mean-initialised extension, as the reference loads them after resizing).
+        HG_CHECK(p->weights.token_embd() && p->weights.output(), "%s: %s without %s", src.c_str(),
+                 p->weights.token_embd() ? plugin_names::kTokenEmbd : plugin_names::kOutput,
+                 p->weights.token_embd() ? plugin_names::kOutput : plugin_names::kTokenEmbd);
+        const Tensor& te = *p->weights.token_embd();
+        HG_CHECK(te.n_dims == 2 && te.shape[0] >= n_tokens,
+                 "%s: %s has %lld rows, fewer than the tokenizer's %lld tokens", src.c_str(), plugin_names::kTokenEmbd,
+                 (long long)te.shape[0], (long long)n_tokens);
+        p->decoder = with_vocabulary(base, te, *p->weights.output(), p->file);
+    }
+    p->adapters = hlora_adapters(p->weights, *p->decoder);
+    // Any value that differs between plugins and from "no adapter" (0): the registry position + 1
+    // mixed with a constant, so two plugins never share a cached KV position.
+    p->key = 0x51ed270b3f1a9c57ull ^ (uint64_t)(plugins_.size() + 1) * 0x9e3779b97f4a7c15ull;
+    plugins_.push_back(std::move(p));
+    return *plugins_.back();
+}
+
+void PluginRegistry::load_folder(const std::filesystem::path& dir, const std::vector<std::string>& names,
+                                 const std::shared_ptr<const Decoder>& base, int64_t n_tokens, int64_t vision_hidden) {
+    namespace fs = std::filesystem;
+    std::error_code ec;
+    std::vector<fs::path> files;
+    if (fs::is_directory(dir, ec))
+        for (const auto& e : fs::directory_iterator(dir, ec))
+            if (e.is_regular_file() && e.path().extension() == ".gguf") files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+    if (names.empty()) {
+        for (const auto& f : files) load_file(f, base, n_tokens, vision_hidden);
+        return;
+    }
+    for (const std::string& n : names) {
+        const fs::path f = dir / (n + ".gguf");
+        if (!fs::exists(f, ec)) {
+            std::string have;
+            for (const auto& g : files) have += (have.empty() ? "" : ", ") + g.stem().string();
+            hg::fail("%s: no plugin '%s' (found: %s)", dir.string().c_str(), n.c_str(), have.empty() ? "none" : have.c_str());
+        }
+        load_file(f, base, n_tokens, vision_hidden);
+    }
+}
+
+const Plugin* PluginRegistry::find(std::string_view name) const {
+    for (const auto& p : plugins_)
+        if (p->name == name) return p.get();
+    return nullptr;
+}
+
+const Plugin& PluginRegistry::get(std::string_view name) const {
+    if (const Plugin* p = find(name)) return *p;
+    std::string have;
+    for (const auto& p : plugins_) have += (have.empty() ? "" : ", ") + p->name;
+    hg::fail("no plugin '%.*s' is loaded (loaded: %s)", (int)name.size(), name.data(), have.empty() ? "none" : have.c_str());
+}
+
+const Plugin* PluginRegistry::first(PluginTask task) const {
+    for (const auto& p : plugins_)
+        if (p->task() == task) return p.get();
+    return nullptr;
+}
+
+}  // namespace hg
