@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "formats/checkpoint.h"
 #include "formats/safetensors.h"
 #include "formats/torch_checkpoint.h"
+#include "text/vocab.h"
 
 namespace hg::conv {
 
@@ -76,6 +78,19 @@ DType float_source_type(const CkptTensor& t, const std::string& what);
 // contiguous source whose type is already `type` is written straight from the mapped file.
 void add_tensor(ConvertPlan& plan, const std::string& name, const CkptTensor& src, const std::vector<int64_t>& shape,
                 const TypeChoice& type, const std::function<int64_t(int64_t)>& row_of = {});
+
+// The tokenizer.ggml.* arrays (+ healthgpt.tokenizer.hf_config) of `vocab`, the token list padded
+// with "[PAD{id}]" (type unused) to `n_rows` (the embedding's rows). Throws for a vocabulary GGUF
+// cannot describe, naming it and why.
+text::GGUFTokenizerArrays tokenizer_arrays(const text::Vocab& vocab, int64_t n_rows,
+                                           const std::optional<std::string>& hf_config);
+void write_tokenizer_arrays(GGUFWriter& w, const text::GGUFTokenizerArrays& g);
+// The arrays of a GGUF file, the trailing "[PAD{id}]" rows dropped (inner holes emptied), ready for
+// text::vocab_from_gguf.
+text::GGUFTokenizerArrays read_tokenizer_arrays(const GGUFFile& f, const std::string& source);
+// The tokenizer of a Hugging Face folder (tokenizer.model when present, else tokenizer.json, with
+// tokenizer_config.json) into `w`, checked by reading it back; returns a one-line description.
+std::string add_tokenizer(GGUFWriter& w, const std::filesystem::path& hf_dir, int64_t n_rows);
 
 // The common metadata of every file we write.
 void add_general(GGUFWriter& w, const std::string& arch, const std::string& name);

@@ -154,8 +154,8 @@ bool eat(std::string_view& s, std::string_view p) {
 ParsedKey parse_key(std::string_view k, const Layout& L) {
     ParsedKey r;
     if (!eat(k, L.prefix)) return r;
-    if (k == "model.embed_tokens.weight") return {ParsedKey::Embed};
-    if (k == "lm_head.weight") return {ParsedKey::Head};
+    if (k == "model.embed_tokens.weight") return {ParsedKey::Embed, -1, {}, {}};
+    if (k == "lm_head.weight") return {ParsedKey::Head, -1, {}, {}};
     if (eat(k, "model.mm_projector.")) {
         for (const char* p : {"0.weight", "0.bias", "2.weight", "2.bias"})
             if (k == p) return {ParsedKey::Projector, -1, {}, p};
@@ -367,16 +367,16 @@ ConvertPlan plan_plugin(const PluginOptions& o, const BaseShape& base, int64_t v
     if (auto it = by_gguf.find(projector_names::kW0); it != by_gguf.end() && it->second->shape.size() == 2 && d_vis <= 0)
         d_vis = it->second->shape[1];
     const int64_t E = base.n_embd;
-    want.push_back({projector_names::kW0, {E, d_vis}, TensorRole::Matrix, -1});
-    want.push_back({projector_names::kB0, {E}, TensorRole::Small, -1});
-    want.push_back({projector_names::kW2, {E, E}, TensorRole::Matrix, -1});
-    want.push_back({projector_names::kB2, {E}, TensorRole::Small, -1});
+    want.push_back({projector_names::kW0, {E, d_vis}, TensorRole::Matrix, -1, {}});
+    want.push_back({projector_names::kB0, {E}, TensorRole::Small, -1, {}});
+    want.push_back({projector_names::kW2, {E, E}, TensorRole::Matrix, -1, {}});
+    want.push_back({projector_names::kB2, {E}, TensorRole::Small, -1, {}});
     int64_t fusion_rows = 0;
     if (gen) {
         if (auto it = by_gguf.find(plugin_names::kTokenEmbd); it != by_gguf.end() && it->second->shape.size() == 2)
             fusion_rows = it->second->shape[0];
-        want.push_back({plugin_names::kTokenEmbd, {fusion_rows, E}, TensorRole::TokenEmbd, -1});
-        want.push_back({plugin_names::kOutput, {fusion_rows, E}, TensorRole::Output, -1});
+        want.push_back({plugin_names::kTokenEmbd, {fusion_rows, E}, TensorRole::TokenEmbd, -1, {}});
+        want.push_back({plugin_names::kOutput, {fusion_rows, E}, TensorRole::Output, -1, {}});
     }
     std::set<std::string> wanted;
     for (const Want& x : want) {

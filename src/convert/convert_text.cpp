@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <set>
+#include <utility>
 
 #include "convert/convert.h"
 #include "convert/convert_common.h"
@@ -160,6 +161,9 @@ struct Expect {
     std::vector<int64_t> shape;
     int layer = -1;
     std::function<int64_t(int64_t)> row_of;  // llama q/k permutation
+
+    Expect(std::string h, std::string g, std::vector<int64_t> s, int l = -1, std::function<int64_t(int64_t)> r = {})
+        : hf(std::move(h)), gguf(std::move(g)), shape(std::move(s)), layer(l), row_of(std::move(r)) {}
 };
 
 // llama.cpp's LlamaModel.permute: new row h·D + 2i + j = HF row h·D + j·D/2 + i.
@@ -213,9 +217,6 @@ bool is_rotary_buffer(const std::string& k) {
 }
 
 }  // namespace
-
-// Defined in gguf_tokenizer.cpp of the text layer once available; see add_tokenizer below.
-void add_text_tokenizer(ConvertPlan& plan, const fs::path& hf_dir);
 
 ConvertPlan plan_text(const TextOptions& o) {
     const fs::path dir = o.hf_dir;
@@ -300,7 +301,7 @@ ConvertPlan plan_text(const TextOptions& o) {
     }
 
     // --- tokenizer
-    if (o.with_tokenizer) add_text_tokenizer(plan, dir);
+    if (o.with_tokenizer) rep.push_back("tokenizer: " + conv::add_tokenizer(w, dir, c.n_vocab));
     else rep.push_back("no tokenizer written (with_tokenizer = false)");
 
     // --- tensors
@@ -350,17 +351,6 @@ ConvertPlan plan_text(const TextOptions& o) {
             break;
         }
     return plan;
-}
-
-}  // namespace hg
-
-namespace hg {
-
-// The vocabulary: checked now by loading it with the text layer's loaders.
-void add_text_tokenizer(ConvertPlan& plan, const fs::path& dir) {
-    const text::Vocab v = text::load_vocab(dir);
-    plan.report.push_back("tokenizer: " + v.source + " (" + std::to_string(v.size()) + " tokens, " +
-                          (v.kind == text::VocabKind::spm_bpe ? "SentencePiece BPE" : "byte-level BPE") + ")");
 }
 
 }  // namespace hg

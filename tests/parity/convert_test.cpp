@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "convert/convert.h"
+#include "convert/convert_common.h"
 #include "convert/quantize.h"
 #include "core/ops.h"
 #include "core/quants.h"
@@ -26,6 +27,7 @@
 #include "model/weight_source.h"
 #include "parity/convert_fixture.h"
 #include "parity/decoder_fixture.h"
+#include "text/tokenizer.h"
 
 using namespace hg;
 using convtest::fix;
@@ -234,6 +236,47 @@ TEST(ConvertParity, Qwen2LikeBaseAndPlugin) {
     auto f = GGUFFile::open(d / "text.gguf");
     EXPECT_FLOAT_EQ((float)f->get_float("healthgpt.repetition_penalty").value_or(0), 1.05f);
     EXPECT_EQ(f->tensor("blk.0.attn_q.bias").type, DType::F32);
+}
+
+// The tokenizer in text.gguf, read back through the text layer's GGUF loader (vocab_from_gguf),
+// encodes as transformers' slow tokenizer of the folder (AutoTokenizer, use_fast=False, what
+// HealthGPT loads) on 5 texts per base (chat markers, unicode, whitespace runs, empty), and has
+// len(tokenizer) tokens with the rows up to vocab_size padded as llama.cpp pads them.
+TEST(ConvertParity, TokenizerInTextGgufEncodesLikeTransformers) {
+    const auto& ref = Reference::get();
+    struct Case {
+        const char* name;
+        fs::path dir;
+        const char* model;
+    };
+    for (const Case& c : {Case{"phi3", m3_dir(), "llama"}, Case{"phi4", convtest::scratch("tok_phi4"), "gpt2"},
+                          Case{"qwen2", convtest::scratch("tok_qwen2"), "gpt2"}}) {
+        if (std::string(c.name) != "phi3") {
+            const auto r = convtest::run_cli("convert --base " + q(fix(c.name)) + " -o " + q(c.dir));
+            ASSERT_EQ(r.rc, 0) << r.out;
+        }
+        const auto& j = ref.json()[c.name];
+        auto f = GGUFFile::open(c.dir / "text.gguf");
+        EXPECT_EQ(f->get_string("tokenizer.ggml.model").value_or(""), c.model) << c.name;
+        EXPECT_EQ((int64_t)f->get_string_array("tokenizer.ggml.tokens")->size(), j["n_vocab"].get<int64_t>()) << c.name;
+        EXPECT_TRUE(f->get_string("healthgpt.tokenizer.hf_config").has_value()) << c.name;
+        const auto stops = f->get_int_array("healthgpt.stop_token_ids");
+        ASSERT_TRUE(stops.has_value()) << c.name;
+        EXPECT_EQ(std::vector<int64_t>(stops->begin(), stops->end()), j["stop_ids"].get<std::vector<int64_t>>()) << c.name;
+        const text::Tokenizer tok(text::vocab_from_gguf(conv::read_tokenizer_arrays(*f, (c.dir / "text.gguf").string())));
+        EXPECT_EQ(tok.size(), j["slow_tokenizer_len"].get<int32_t>()) << c.name;
+        int n = 0;
+        for (const auto& tc : j["tok_cases"]) {
+            const std::string text = tc["text"].get<std::string>();
+            const auto want = tc["ids"].get<std::vector<int32_t>>();
+            text::EncodeOptions eo;
+            eo.semantics = text::Semantics::slow;
+            EXPECT_EQ(tok.encode(text, eo), want) << c.name << ": " << text;
+            ++n;
+        }
+        std::printf("%s: text.gguf tokenizer (%s, %d tokens, %zu rows) = transformers slow tokenizer on %d texts\n", c.name,
+                    c.model, tok.size(), f->get_string_array("tokenizer.ggml.tokens")->size(), n);
+    }
 }
 
 // ------------------------------------------------------------------------------------------ CLIP variants

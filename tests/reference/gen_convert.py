@@ -221,7 +221,14 @@ def gen_base(name, c, blob, ref):
     ids = ids + torch.randint(0, V, (64 - len(ids),), generator=g).tolist()
     logits = logits_of(d, cls, ids)
     blob.add(f"{name}/logits", logits)
+    # the tokenizer HealthGPT loads (AutoTokenizer, use_fast=False) on texts with the chat markers
+    slow = transformers.AutoTokenizer.from_pretrained(str(d), use_fast=False)
+    marks = ["<|user|>", "<|end|>", "<|assistant|>"] if name == "phi3" else ["<|im_start|>", "<|im_end|>", "<|im_sep|>" if name == "phi4" else "<|endoftext|>"]
+    texts = [TEXT[:300], f"{marks[0]}\nWhat does this  X-ray show?{marks[1]}\n{marks[2]}", " leading space, caf\u00e9 \u2014 \u6f22\u5b57 \U0001F600\n\n  tabs\tend ",
+             "Numbers 12345 and 3.14159; CAPS and mixed-Case words.", ""]
+    tok_cases = [{"text": t, "ids": slow(t)["input_ids"]} for t in texts]
     ref[name] = {"arch": c["cls"], "files": files, "prompt_ids": ids, "n_vocab": V, "tokenizer_len": len(tok),
+                 "slow_tokenizer_len": len(slow), "tok_cases": tok_cases,
                  "stop_ids": eos, "hidden": c["hidden"], "layers": c["layers"], "heads": c["heads"], "kv_heads": c["kv"],
                  "head_dim": c["hidden"] // c["heads"], "inter": c["inter"], "theta": c["theta"], "eps": c["eps"],
                  "sliding_window": c.get("sliding_window") or 0,
