@@ -17,7 +17,7 @@ HG_COMMAND(quantize, "Store a model file's weights as F16, BF16, Q8_0 or Q4_K (l
         ->required()
         ->check(CLI::ExistingFile);
     app.add_option("output", a->out, "the new GGUF (written atomically; must differ from the input)")->required();
-    app.add_option("-t,--type", a->type, "f32, f16, bf16, q8_0 or q4_k. Norms, biases, routers, class/position embeddings stay F32; "
+    app.add_option("-t,--type", a->type, "f32, f16, bf16, q8_0 or q4_k (= q4_k_m; case-insensitive). Norms, biases, routers, class/position embeddings stay F32; "
                                          "convolutions F16 under q8_0/q4_k; q4_k: output, attn_qkv and every few attn_v/ffn_down Q6_K; "
                                          "rows that are not whole blocks fall back to Q8_0 or F16")
         ->required();

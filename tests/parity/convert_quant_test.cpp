@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "convert/convert.h"
@@ -256,4 +257,93 @@ TEST(ConvertQuant, ConvertTypeFallbacksOnTheTinyBase) {
     const auto e = hgtest::compare(got, ref.array("phi3/logits"));
     std::printf("tiny phi3 --type q4_k (fallbacks): %s\n", hgtest::to_string(e).c_str());
     EXPECT_LE(e.nmse, 1e-3);
+}
+
+namespace {
+
+// Every tensor of `out` against `in`: same names, order and shapes; a tensor whose type changed holds
+// exactly the bytes of core/quants' quantize_row (bit-exact with ggml, tests/conformance) applied to
+// the input's values row by row; an unchanged one is byte-identical. Metadata: every key of `in`
+// with the same value, except general.file_type / general.quantization_version. Returns the number
+// of changed tensors.
+int expect_requantized(const fs::path& in, const fs::path& out, const std::string& what) {
+    auto a = GGUFFile::open(in);
+    auto b = GGUFFile::open(out);
+    EXPECT_EQ(a->tensors().size(), b->tensors().size()) << what;
+    int changed = 0;
+    for (size_t i = 0; i < std::min(a->tensors().size(), b->tensors().size()); ++i) {
+        const GGUFTensorInfo& ta = a->tensors()[i];
+        const GGUFTensorInfo& tb = b->tensors()[i];
+        EXPECT_EQ(ta.name, tb.name) << what;
+        EXPECT_EQ(ta.shape(), tb.shape()) << what << " " << ta.name;
+        const Tensor xa = a->tensor(ta), xb = b->tensor(tb);
+        const auto* pa = static_cast<const uint8_t*>(xa.data);
+        const auto* pb = static_cast<const uint8_t*>(xb.data);
+        if (ta.type == tb.type) {
+            EXPECT_EQ(ta.nbytes, tb.nbytes) << what << " " << ta.name;
+            EXPECT_EQ(std::memcmp(pa, pb, std::min(ta.nbytes, tb.nbytes)), 0) << what << " " << ta.name << " changed bytes";
+            continue;
+        }
+        ++changed;
+        const int64_t cols = ta.ne[0], rows = ta.numel() / cols;
+        const size_t rb_in = row_bytes(ta.type, cols), rb_out = row_bytes(tb.type, cols);
+        if (tb.nbytes != rb_out * rows) {
+            ADD_FAILURE() << what << " " << ta.name << ": " << tb.nbytes << " bytes for " << rows << " rows of " << rb_out;
+            continue;
+        }
+        std::vector<float> row((size_t)cols);
+        std::vector<uint8_t> want(rb_out);
+        int64_t bad_rows = 0;
+        for (int64_t r = 0; r < rows; ++r) {
+            dequantize_row(ta.type, pa + r * rb_in, row.data(), cols);
+            quantize_row(tb.type, row.data(), want.data(), cols);
+            bad_rows += std::memcmp(want.data(), pb + r * rb_out, rb_out) != 0;
+        }
+        EXPECT_EQ(bad_rows, 0) << what << " " << ta.name << " " << dtype_name(ta.type) << " -> " << dtype_name(tb.type);
+    }
+    size_t keys = 0;
+    for (const GGUFKV& kv : a->metadata()) {
+        if (kv.key == "general.file_type" || kv.key == "general.quantization_version") continue;
+        const GGUFValue* v = b->find(kv.key);
+        EXPECT_TRUE(v && *v == kv.value) << what << " metadata " << kv.key;
+        ++keys;
+    }
+    std::printf("%s: %zu tensors (%d re-stored bit-exactly, %zu byte-identical), %zu metadata keys kept\n", what.c_str(),
+                a->tensors().size(), changed, a->tensors().size() - changed, keys);
+    return changed;
+}
+
+}  // namespace
+
+// `healthgpt quantize` through the CLI on the 4-layer F32 model (every matrix whole blocks) for each
+// type, then on the converted M3-like folder's files (BF16 text model with fallbacks, F32 CLIP, a
+// plugin whose routers must stay F32).
+TEST(ConvertQuant, QuantizedBytesEqualTheQuantizerAndTheRestIsUntouched) {
+    const fs::path dir = convtest::scratch("quant_bytes");
+    const fs::path f32 = write_f32_model(dir);
+    for (const char* t : {"F16", "BF16", "Q8_0", "Q4_K_M"}) {
+        const fs::path out = dir / (std::string("text-") + t + ".gguf");
+        const auto r = convtest::run_cli("quantize " + convtest::q(f32) + " " + convtest::q(out) + " --type " + t);
+        ASSERT_EQ(r.rc, 0) << r.out;
+        EXPECT_NE(r.out.find("MiB ->"), std::string::npos) << r.out;  // size and time are reported
+        EXPECT_GT(expect_requantized(f32, out, std::string("tiny f32 -> ") + t), 0);
+    }
+    auto q4 = GGUFFile::open(dir / "text-Q4_K_M.gguf");
+    EXPECT_EQ(q4->get_int("general.file_type").value_or(0), 15);
+    EXPECT_EQ(q4->tensor("blk.0.attn_norm.weight").type, DType::F32);
+
+    const fs::path m3 = dir / "m3";
+    const auto c = convtest::convert_m3(m3);
+    ASSERT_EQ(c.rc, 0) << c.out;
+    for (const char* f : {"text.gguf", "vision.gguf", "plugins/com.gguf"}) {
+        const fs::path out = dir / (std::string("m3-") + fs::path(f).filename().string());
+        const auto r = convtest::run_cli("quantize " + convtest::q(m3 / f) + " " + convtest::q(out) + " --type q8_0");
+        ASSERT_EQ(r.rc, 0) << r.out;
+        expect_requantized(m3 / f, out, std::string("m3 ") + f + " -> q8_0");
+    }
+    auto com = GGUFFile::open(dir / "m3-com.gguf");
+    for (const auto& t : com->tensors())
+        if (t.name.find("route") != std::string::npos) {
+            EXPECT_EQ(t.type, DType::F32) << t.name;
+        }
 }
