@@ -65,8 +65,13 @@ text::GGUFTokenizerArrays tokenizer_arrays(const Vocab& v, int64_t n_rows, const
     g.source = v.source;
     g.tokens.reserve((size_t)n_rows);
     g.token_type.reserve((size_t)n_rows);
+    // Added tokens take their type from added_tokens_decoder, as llama.cpp's converter does: special
+    // -> control, else user-defined (Phi-3's </s> is not special). Our loader reads both as added
+    // tokens; the stored tokenizer_config.json gives them their flags.
+    std::vector<TokenType> types = v.types;
+    for (const text::AddedToken& t : v.added) types[t.id] = t.special ? TokenType::control : TokenType::user_defined;
     for (int32_t i = 0; i < n; ++i) {
-        const TokenType t = v.types[i];
+        const TokenType t = types[i];
         if (t == TokenType::unused && v.tokens[i].empty()) g.tokens.push_back(pad_token(i));  // a hole in the ids
         else if (v.kind == VocabKind::byte_bpe && t != TokenType::control && t != TokenType::user_defined)
             g.tokens.push_back(text::bytes_to_gpt2(v.tokens[i]));
@@ -104,7 +109,7 @@ text::GGUFTokenizerArrays tokenizer_arrays(const Vocab& v, int64_t n_rows, const
                 if (it != ids.end()) scores[it->second] = -(float)r;
             }
             for (int32_t i = 0; i < n; ++i)
-                if (text::utf8_length(v.tokens[i]) <= 1 || v.types[i] != TokenType::normal) scores[i] = 0.0f;
+                if (text::utf8_length(v.tokens[i]) <= 1 || types[i] != TokenType::normal) scores[i] = 0.0f;
         }
         scores.resize((size_t)n_rows, -10000.0f);
         g.model = "llama";
@@ -115,8 +120,10 @@ text::GGUFTokenizerArrays tokenizer_arrays(const Vocab& v, int64_t n_rows, const
         const char* pre = pre_name(v);
         HG_CHECK(pre, "%s: this byte-level tokenizer's split pattern has no GGUF name (GPT-2's, cl100k's and Qwen2's are "
                       "supported)", src);
-        HG_CHECK(!v.byte_level_add_prefix_space && !v.ignore_merges && v.split_mode == text::SplitMode::isolated,
-                 "%s: this byte-level pre-tokenizer (add_prefix_space, ignore_merges, split behaviour) has no GGUF form", src);
+        // Split(Removed, invert) (cl100k's tokenizer.json) keeps only the matches; each named pattern
+        // ends in \s+ and so matches every character: nothing is removed, the split is the same.
+        HG_CHECK(!v.byte_level_add_prefix_space && !v.ignore_merges,
+                 "%s: this byte-level pre-tokenizer (add_prefix_space, ignore_merges) has no GGUF form", src);
         HG_CHECK(!v.merges.empty(), "%s: a byte-level vocabulary without merges (tiktoken ranks) is not supported here; "
                  "convert from the folder's tokenizer.json", src);
         g.model = "gpt2";
