@@ -30,6 +30,7 @@
 #include "parity/convert_fixture.h"
 #include "parity/decoder_fixture.h"
 #include "text/tokenizer.h"
+#include "imaging/image.h"
 
 using namespace hg;
 using convtest::fix;
@@ -467,6 +468,59 @@ TEST(ConvertParity, VqganLightningCheckpoint) {
     const auto e = hgtest::compare(out, hgtest::read_f32(hgtest::fixture("vqgan/f2_attn2/decode.f32")));
     std::printf("VQGAN decode after conversion: %s\n", hgtest::to_string(e).c_str());
     EXPECT_LE(e.max_abs, kVqganBound);
+}
+
+// `healthgpt vqgan decode|encode --model MODEL` on the converted tiny checkpoint: the PNG equals
+// taming's custom_to_pil pixels exactly (pixels.u8; no decoder value lies within 1e-4 of a
+// truncation boundary, gen_vqgan.py), and the codes of the reference's encode image equal the
+// argmax of taming's quantize.proj logits (encode_indices.i32; smallest top-1/top-2 margin 4.3e-4).
+TEST(ConvertParity, VqganCliDecodeAndEncodeWithConvertedWeights) {
+    const fs::path d = convtest::scratch("vqgan_cli");
+    const auto r = convtest::run_cli("convert --vqgan " + q(hgtest::fixture("vqgan/f2_attn2/tiny.ckpt")) + " --vqgan-config " +
+                                     q(fix("vqgan/model.yaml")) + " -o " + q(d));
+    ASSERT_EQ(r.rc, 0) << r.out;
+    const auto read_i32 = [](const fs::path& p) {
+        const auto b = hgtest::read_file(p);
+        std::vector<int32_t> v(b.size() / 4);
+        std::memcpy(v.data(), b.data(), v.size() * 4);
+        return v;
+    };
+    const std::vector<int32_t> idx = read_i32(hgtest::fixture("vqgan/f2_attn2/indices.i32"));
+    std::string text;
+    for (size_t i = 0; i < idx.size(); ++i) text += std::to_string(idx[i]) + (i % 8 == 7 ? "\n" : " ");
+    {
+        std::ofstream(d / "indices.txt") << "# tiny f2 model: 8x8 codes\n" << text;
+    }
+    const auto dr = convtest::run_cli("vqgan decode --model " + q(d) + " " + q(d / "indices.txt") + " -o " + q(d / "decoded.png"));
+    ASSERT_EQ(dr.rc, 0) << dr.out;
+    const imaging::RgbImage png = imaging::to_rgb8(imaging::read_raster(d / "decoded.png"));
+    const auto want = hgtest::read_file(hgtest::fixture("vqgan/f2_attn2/pixels.u8"));
+    ASSERT_EQ(png.width, 16);
+    ASSERT_EQ(png.rgb.size(), want.size());
+    int diff = 0;
+    for (size_t i = 0; i < want.size(); ++i) diff += png.rgb[i] != want[i];
+    EXPECT_EQ(diff, 0) << "of " << want.size() << " pixel values";
+
+    imaging::RgbImage img(16, 16);
+    const auto enc_img = hgtest::read_file(hgtest::fixture("vqgan/f2_attn2/encode_image.u8"));
+    ASSERT_EQ(enc_img.size(), img.rgb.size());
+    std::memcpy(img.rgb.data(), enc_img.data(), enc_img.size());
+    imaging::write_png(d / "encode.png", img);
+    const auto er = convtest::run_cli("vqgan encode --model " + q(d / "vqgan.gguf") + " " + q(d / "encode.png") + " -o " +
+                                      q(d / "codes.txt"));
+    ASSERT_EQ(er.rc, 0) << er.out;
+    std::ifstream in(d / "codes.txt");
+    const std::string codes((std::istreambuf_iterator<char>(in)), {});
+    const std::vector<int32_t> got = parse_vq_indices(codes, 64, 48, "codes.txt");
+    const std::vector<int32_t> ref = read_i32(hgtest::fixture("vqgan/f2_attn2/encode_indices.i32"));
+    EXPECT_EQ(got, ref);
+    std::printf("vqgan decode: %zu pixel values, %d differ from taming's; encode: %zu codes, %s\n", want.size(), diff,
+                ref.size(), got == ref ? "all equal to the reference argmax" : "DIFFER");
+
+    const auto missing = convtest::run_cli("vqgan decode --model " + q(d / "nothing") + " " + q(d / "indices.txt") + " -o " +
+                                           q(d / "x.png"));
+    EXPECT_NE(missing.rc, 0);
+    EXPECT_NE(missing.out.find("no such file"), std::string::npos) << missing.out;
 }
 
 TEST(ConvertParity, VqganConfigInferredFromShapes) {
