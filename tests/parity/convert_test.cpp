@@ -12,6 +12,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <tuple>
 #include <fstream>
 #include <sstream>
 
@@ -209,6 +210,43 @@ TEST(ConvertParity, M3LikeGenerationPluginWithFusionRows) {
 }
 
 TEST(ConvertParity, M3LikeVisionTower) { check_clip(m3_dir() / "vision.gguf", "hidden", DType::F32); }
+
+// The released bases' config.json numbers -> the plugin shapes the converter expects, against the
+// shapes of healthgpt-reference.md §4.5 (derived there from the released file sizes) and the
+// tensor counts: M3 32 x 4 x 3 + 4 = 388, L14 40 x 4 x 3 + 4 = 484, XL32 64 x 7 x 3 + 4 = 1348.
+TEST(ConvertParity, ReleasedBaseShapesGiveTheReferencePluginShapes) {
+    const fs::path d = convtest::scratch("released_configs");
+    struct Case {
+        const char* name;
+        const char* config;
+        int64_t tensors;
+        std::vector<std::tuple<const char*, int64_t, int64_t>> linears;  // gguf name, out, in
+    };
+    const Case cases[] = {
+        {"M3", R"({"model_type":"phi3","hidden_size":3072,"num_hidden_layers":32,"intermediate_size":8192,"num_attention_heads":32,"num_key_value_heads":32,"vocab_size":32064})",
+         388, {{"attn_qkv", 9216, 3072}, {"attn_output", 3072, 3072}, {"ffn_up", 16384, 3072}, {"ffn_down", 3072, 8192}}},
+        {"L14", R"({"model_type":"phi3","hidden_size":5120,"num_hidden_layers":40,"intermediate_size":17920,"num_attention_heads":40,"num_key_value_heads":10,"vocab_size":100352})",
+         484, {{"attn_qkv", 7680, 5120}, {"attn_output", 5120, 5120}, {"ffn_up", 35840, 5120}, {"ffn_down", 5120, 17920}}},
+        {"XL32", R"({"model_type":"qwen2","hidden_size":5120,"num_hidden_layers":64,"intermediate_size":27648,"num_attention_heads":40,"num_key_value_heads":8,"vocab_size":152064})",
+         1348, {{"attn_q", 5120, 5120}, {"attn_k", 1024, 5120}, {"attn_v", 1024, 5120}, {"attn_output", 5120, 5120},
+                {"ffn_gate", 27648, 5120}, {"ffn_up", 27648, 5120}, {"ffn_down", 5120, 27648}}},
+    };
+    for (const Case& c : cases) {
+        const fs::path cfg = d / (std::string(c.name) + ".json");
+        std::ofstream(cfg) << c.config;
+        const BaseShape b = BaseShape::from_hf_config(cfg);
+        std::vector<std::string> names;
+        for (const auto& [n, out, in] : c.linears) {
+            names.push_back(n);
+            const auto s = b.linear_shape(n);
+            ASSERT_TRUE(s.has_value()) << c.name << " " << n;
+            EXPECT_EQ(s->first, out) << c.name << " " << n;
+            EXPECT_EQ(s->second, in) << c.name << " " << n;
+        }
+        EXPECT_EQ(b.linears(), names) << c.name;
+        EXPECT_EQ(b.n_layer * (int64_t)b.linears().size() * 3 + 4, c.tensors) << c.name;
+    }
+}
 
 // ------------------------------------------------------------------------------------------ other bases
 
