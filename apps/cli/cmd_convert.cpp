@@ -64,7 +64,7 @@ HG_COMMAND(convert, "Convert downloaded checkpoints (Hugging Face base, CLIP, He
         app.add_option("--" + w + "-rank", po->rank, "expected total H-LoRA rank (checked against the shapes, which define it)");
         app.add_option("--" + w + "-vision-layer", po->vision_layer,
                        std::string("CLIP hidden state the plugin reads (default ") + (w == "com" ? "-2" : "1") + ")")
-            ->each([po](const std::string&) { po->has_vision_layer = true; });
+            ->each([p = po](const std::string&) { p->has_vision_layer = true; });  // init-capture: clang 14 cannot capture a binding
         app.add_option("--" + w + "-name", po->name, "output file plugins/NAME.gguf (default " + w + ")");
     }
     app.add_option("--experts", a->experts, "expected H-LoRA expert count (checked against the router shapes; 4 in every release)");

@@ -206,22 +206,22 @@ private:
             size_t after = 0;
             split_key(l.text, l.lineno, key, after, true);
             for (const auto& kv : map.map)
-                if (kv.first == key) err(l.lineno, "duplicate key", key);
+                if (kv.key == key) err(l.lineno, "duplicate key", key);
             const std::string rest(trim(std::string_view(l.text).substr(after)));
             const int lineno = l.lineno;
             ++i;
             if (!rest.empty()) {
-                map.map.emplace_back(std::move(key), inline_value(rest, lineno));
+                map.map.push_back({std::move(key), inline_value(rest, lineno)});
                 continue;
             }
             if (i < lines_.size() && lines_[i].indent > indent) {
                 const int in = lines_[i].indent;
-                map.map.emplace_back(std::move(key), block(i, in, depth + 1));
+                map.map.push_back({std::move(key), block(i, in, depth + 1)});
             } else if (i < lines_.size() && lines_[i].indent == indent && is_seq_item(lines_[i].text)) {
                 // "key:\n- a\n- b": PyYAML writes a block sequence at the key's own indentation
-                map.map.emplace_back(std::move(key), block_seq(i, indent, depth + 1));
+                map.map.push_back({std::move(key), block_seq(i, indent, depth + 1)});
             } else {
-                map.map.emplace_back(std::move(key), node(YamlNode::Kind::Null, lineno));
+                map.map.push_back({std::move(key), node(YamlNode::Kind::Null, lineno)});
             }
         }
         if (i < lines_.size() && lines_[i].indent > indent) err(lines_[i].lineno, "unexpected indentation");
@@ -373,7 +373,7 @@ bool all_digits(std::string_view s) {
 const YamlNode* YamlNode::get(std::string_view key) const {
     if (kind != Kind::Map) return nullptr;
     for (const auto& kv : map)
-        if (kv.first == key) return &kv.second;
+        if (kv.key == key) return &kv.value;
     return nullptr;
 }
 

@@ -17,12 +17,14 @@
 
 namespace hg {
 
+struct YamlEntry;  // a map entry: key and value (defined below; a pair of an incomplete type is not portable)
+
 struct YamlNode {
     enum class Kind { Null, Scalar, Map, Seq };
     Kind kind = Kind::Null;
     std::string scalar;   // Scalar: the text (quotes removed, escapes resolved)
     bool quoted = false;  // Scalar: written in quotes (so "1" is a string, not a number)
-    std::vector<std::pair<std::string, YamlNode>> map;  // Map, in file order
+    std::vector<YamlEntry> map;                         // Map, in file order
     std::vector<YamlNode> seq;                          // Seq
     int line = 0;         // 1-based line where the node starts (for messages)
 
@@ -41,6 +43,11 @@ struct YamlNode {
     std::optional<int64_t> as_int() const;
     std::optional<double> as_float() const;
     std::optional<bool> as_bool() const;
+};
+
+struct YamlEntry {
+    std::string key;
+    YamlNode value;
 };
 
 struct YamlLimits {
