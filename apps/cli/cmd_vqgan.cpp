@@ -1,9 +1,13 @@
 // healthgpt vqgan: the taming GumbelVQ image tokenizer (model/vqgan.h).
 //   vqgan bench   time one full-size decode (and/or encode) with random weights; peak memory
+//   vqgan decode  VQ indices -> PNG with converted weights (MODEL/vqgan.gguf)
+//   vqgan encode  image -> VQ indices with converted weights
 #include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -14,6 +18,10 @@
 #include "core/error.h"
 #include "core/ops.h"
 #include "core/thread_pool.h"
+#include "formats/gguf.h"
+#include "imaging/image.h"
+#include "imaging/load.h"
+#include "imaging/resample.h"
 #include "model/vqgan.h"
 
 namespace {
@@ -80,9 +88,78 @@ int run_bench(const BenchOptions& o) {
     return 0;
 }
 
+struct RunOptions {
+    std::string model, indices, image, out;
+};
+
+// MODEL/vqgan.gguf, or a model folder holding one.
+std::unique_ptr<hg::GGUFFile> open_vqgan(const std::string& model) {
+    std::filesystem::path p = model;
+    if (std::filesystem::is_directory(p)) p /= "vqgan.gguf";
+    HG_CHECK(std::filesystem::exists(p), "%s: no such file (convert the VQGAN with `healthgpt convert --vqgan last.ckpt -o MODEL`)",
+             p.c_str());
+    return hg::GGUFFile::open(p);
+}
+
+int run_decode(const RunOptions& o) {
+    auto f = open_vqgan(o.model);
+    hg::Vqgan model = hg::Vqgan::load(*f, f->path().string());
+    const hg::VqganConfig& cfg = model.config();
+    std::ifstream in(o.indices, std::ios::binary);
+    HG_CHECK(in.good(), "%s: cannot open", o.indices.c_str());
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    HG_CHECK(text.size() <= (size_t(16) << 20), "%s: %zu bytes; an index list is expected", o.indices.c_str(), text.size());
+    const std::vector<int32_t> idx = hg::parse_vq_indices(text, cfg.n_tokens(), cfg.n_embed, o.indices);
+    const int64_t R = cfg.resolution;
+    std::vector<float> x(size_t(cfg.out_ch * R * R));
+    const auto t0 = std::chrono::steady_clock::now();
+    model.decode(idx, x.data(), hg::default_pool());
+    const double secs = seconds_since(t0);
+    HG_CHECK(cfg.out_ch == 3, "%s: %d output channels; a PNG needs 3", f->path().c_str(), cfg.out_ch);
+    hg::imaging::RgbImage img((int)R, (int)R);
+    hg::vqgan_to_pixels(x.data(), 3, R, img.rgb.data());
+    hg::imaging::write_png(o.out, img);
+    std::printf("decoded %lld indices -> %lldx%lld in %.2f s -> %s\n", (long long)cfg.n_tokens(), (long long)R, (long long)R,
+                secs, o.out.c_str());
+    return 0;
+}
+
+int run_encode(const RunOptions& o) {
+    auto f = open_vqgan(o.model);
+    hg::Vqgan model = hg::Vqgan::load(*f, f->path().string());
+    const hg::VqganConfig& cfg = model.config();
+    HG_CHECK(model.has_encoder(), "%s: this file has no encoder (a decoder-only conversion)", f->path().c_str());
+    HG_CHECK(cfg.in_channels == 3, "%s: %d input channels; RGB images have 3", f->path().c_str(), cfg.in_channels);
+    const std::vector<hg::imaging::RgbImage> imgs = hg::imaging::load_medical_image(o.image);
+    HG_CHECK(imgs.size() == 1, "%s: %zu images; encode takes one (pick a slice with `healthgpt view`)", o.image.c_str(),
+             imgs.size());
+    const int R = cfg.resolution;
+    // The reference: PIL resize to resolution x resolution with LANCZOS (skipped when already that size).
+    const hg::imaging::RgbImage img = imgs[0].width == R && imgs[0].height == R
+                                 ? imgs[0]
+                                 : hg::imaging::resize_pil(imgs[0], R, R, hg::imaging::ResampleFilter::Lanczos);
+    std::vector<float> x(size_t(3) * R * R);
+    hg::vqgan_from_pixels(img.rgb.data(), 3, R, x.data());
+    std::vector<int32_t> idx(cfg.n_tokens());
+    const auto t0 = std::chrono::steady_clock::now();
+    model.encode(x.data(), idx, hg::default_pool());
+    const double secs = seconds_since(t0);
+    const std::string text = hg::format_vq_indices(idx, cfg.latent_size());
+    if (o.out.empty() || o.out == "-") {
+        std::fwrite(text.data(), 1, text.size(), stdout);
+    } else {
+        std::ofstream out(o.out, std::ios::binary);
+        out << text;
+        HG_CHECK(out.good(), "%s: cannot write", o.out.c_str());
+        std::printf("encoded %dx%d -> %lld indices (argmax codes) in %.2f s -> %s\n", R, R, (long long)cfg.n_tokens(), secs,
+                    o.out.c_str());
+    }
+    return 0;
+}
+
 }  // namespace
 
-HG_COMMAND(vqgan, "VQGAN image tokenizer (taming GumbelVQ f8/8192): benchmark") {
+HG_COMMAND(vqgan, "VQGAN image tokenizer (taming GumbelVQ f8/8192): decode, encode, benchmark") {
     app.require_subcommand(1);
     auto o = std::make_shared<BenchOptions>();
     CLI::App* bench = app.add_subcommand(
@@ -93,5 +170,20 @@ HG_COMMAND(vqgan, "VQGAN image tokenizer (taming GumbelVQ f8/8192): benchmark") 
     bench->add_option("--resolution", o->resolution, "image side (default 256, the released model's)");
     bench->footer("Peak RSS is the whole process's (weights + activations + code). Threads: HEALTHGPT_THREADS.\n"
                   "Run one dtype per process so each peak is its own.\n");
-    return [=] { return run_bench(*o); };
+    auto r = std::make_shared<RunOptions>();
+    CLI::App* dec = app.add_subcommand("decode", "VQ indices -> PNG (HealthGPT's idx2img.decode_to_img + custom_to_pil)");
+    dec->add_option("-m,--model", r->model, "vqgan.gguf written by `healthgpt convert --vqgan`, or its model folder")->required();
+    dec->add_option("indices", r->indices, "text file of n_tokens indices (1,024 for the released model), row-major, "
+                                           "separated by spaces, commas or newlines; '#' comments")
+        ->required();
+    dec->add_option("-o,--output", r->out, "the PNG to write")->required();
+    CLI::App* enc = app.add_subcommand("encode", "image -> VQ indices (idx2img.img2idx; the argmax code, without Gumbel noise)");
+    enc->add_option("-m,--model", r->model, "vqgan.gguf with the encoder, or its model folder")->required();
+    enc->add_option("image", r->image, "PNG/JPEG/... or DICOM; resized to the model's resolution with LANCZOS")->required();
+    enc->add_option("-o,--output", r->out, "text file for the indices, one latent row per line (default: stdout)");
+    return [=] {
+        if (dec->parsed()) return run_decode(*r);
+        if (enc->parsed()) return run_encode(*r);
+        return run_bench(*o);
+    };
 }

@@ -230,6 +230,14 @@ struct Rng {
 
 }  // namespace
 
+std::vector<VqganTensorSpec> vqgan_tensor_layout(const VqganConfig& cfg, bool with_encoder) {
+    std::vector<VqganTensorSpec> out;
+    for_each_tensor(cfg, with_encoder, [&](const std::string& name, const std::vector<int64_t>& shape, Kind) {
+        out.push_back({name, shape});
+    });
+    return out;
+}
+
 void vqgan_random_weights(const VqganConfig& cfg, DType conv_type, uint64_t seed, TensorStore& store,
                           bool with_encoder) {
     HG_CHECK(conv_type == DType::F32 || conv_type == DType::F16 || conv_type == DType::BF16,

@@ -95,6 +95,14 @@ private:
 // Writes the config as `vqgan.*` metadata (the keys vqgan_config_from_metadata reads).
 void vqgan_config_to_metadata(const VqganConfig& cfg, TensorStore& store);
 
+// Every tensor of `cfg` in taming's state_dict order and naming, with its shape (PyTorch order):
+// what a converter expects in a checkpoint. The decoder-only layout without `with_encoder`.
+struct VqganTensorSpec {
+    std::string name;
+    std::vector<int64_t> shape;
+};
+std::vector<VqganTensorSpec> vqgan_tensor_layout(const VqganConfig& cfg, bool with_encoder = true);
+
 // Random weights with the full tensor layout of `cfg` (PyTorch-like uniform init, GroupNorm affine
 // around 1/0), convolution weights stored as conv_type (F32, F16 or BF16). For benchmarks and tests.
 void vqgan_random_weights(const VqganConfig& cfg, DType conv_type, uint64_t seed, TensorStore& store,
