@@ -11,6 +11,7 @@
 #include "model/clip_vision.h"
 #include "model/hlora.h"
 #include "model/projector.h"
+#include "model/vqgan.h"
 #include "runtime/model.h"
 #include "runtime/sampler.h"
 #include "text/gguf_tokenizer.h"
@@ -138,8 +139,8 @@ void write_text_model(const std::filesystem::path& path, Normal& n) {
     w.set_string("general.architecture", "phi3");
     w.set_string("general.name", "healthgpt-demo-tiny");
     w.set_string("healthgpt.notice",
-                 "tiny random demo model written by `healthgpt make-demo-model`: its answers are random text, "
-                 "not medical");
+                 "tiny random demo model written by `healthgpt make-demo-model`: its answers are random text and "
+                 "its generated images random patterns, not medical");
     w.set_u32("phi3.context_length", (uint32_t)kCtx);
     w.set_u32("phi3.embedding_length", (uint32_t)kEmbd);
     w.set_u32("phi3.feed_forward_length", (uint32_t)kFF);
@@ -217,14 +218,17 @@ void write_vision(const std::filesystem::path& path, Normal& n) {
     w.write(path);
 }
 
-void write_plugin(const std::filesystem::path& path, Normal& n) {
+// A comprehension plugin (vision layer -2), or a generation one (vision layer 1) with its own
+// embedding and head rows for the whole extended vocabulary (fusion_layer_weights.bin's role).
+void write_plugin(const std::filesystem::path& path, Normal& n, bool generation = false) {
     namespace k = plugin_keys;
     GGUFWriter w;
     w.set_string("general.architecture", "phi3");
     w.set_string(k::kGeneralType, "adapter");
-    w.set_string("general.name", "healthgpt-demo-tiny comprehension plugin");
-    w.set_string(k::kTask, "comprehension");
-    w.set_i32(k::kVisionLayer, -2);
+    w.set_string("general.name", generation ? "healthgpt-demo-tiny generation plugin"
+                                            : "healthgpt-demo-tiny comprehension plugin");
+    w.set_string(k::kTask, generation ? "generation" : "comprehension");
+    w.set_i32(k::kVisionLayer, generation ? 1 : -2);
     w.set_u32(k::kRank, (uint32_t)kRank);
     w.set_f32(k::kAlpha, kAlpha);
     w.set_u32(k::kExperts, (uint32_t)kExperts);
@@ -245,6 +249,44 @@ void write_plugin(const std::filesystem::path& path, Normal& n) {
     add_f32(w, projector_names::kB0, {kEmbd}, n.fill(kEmbd, 0.1f));
     add_f32(w, projector_names::kW2, {kEmbd, kEmbd}, linear(n, kEmbd, kEmbd));
     add_f32(w, projector_names::kB2, {kEmbd}, n.fill(kEmbd, 0.1f));
+    if (generation) {
+        // len(tokenizer) + <start_index>, <idx_0..8191>, <end_index>, <pixel_newline> rows
+        const int64_t V = demo_vocab().size() + 8195;
+        add_f32(w, plugin_names::kTokenEmbd, {V, kEmbd}, n.fill(V * kEmbd, 1.0f));
+        add_f32(w, plugin_names::kOutput, {V, kEmbd}, linear(n, V, kEmbd));
+    }
+    w.write(path);
+}
+
+// A small taming GumbelVQ (f8, 256 px, 32 x 32 = 1,024 tokens, all 8,192 codes) with random weights:
+// the released geometry at a fraction of the width, so `generate` runs end to end in seconds.
+void write_vqgan(const std::filesystem::path& path, uint64_t seed) {
+    VqganConfig cfg;
+    cfg.ch = 32;
+    cfg.ch_mult = {1, 1, 1, 1};
+    cfg.num_res_blocks = 1;
+    cfg.attn_resolutions = {32};
+    cfg.z_channels = cfg.embed_dim = 32;
+    cfg.n_embed = 8192;
+    cfg.resolution = 256;
+    cfg.validate("demo VQGAN");
+    TensorStore store;
+    vqgan_random_weights(cfg, DType::F32, seed, store, /*with_encoder=*/true);
+    GGUFWriter w;
+    w.set_string("general.architecture", "vqgan");
+    w.set_string("general.name", "healthgpt-demo-tiny VQGAN (random weights)");
+    w.set_u32("vqgan.ch", (uint32_t)cfg.ch);
+    w.set_i32_array("vqgan.ch_mult", std::vector<int32_t>(cfg.ch_mult.begin(), cfg.ch_mult.end()));
+    w.set_u32("vqgan.num_res_blocks", (uint32_t)cfg.num_res_blocks);
+    w.set_i32_array("vqgan.attn_resolutions", std::vector<int32_t>(cfg.attn_resolutions.begin(), cfg.attn_resolutions.end()));
+    w.set_u32("vqgan.z_channels", (uint32_t)cfg.z_channels);
+    w.set_u32("vqgan.embed_dim", (uint32_t)cfg.embed_dim);
+    w.set_u32("vqgan.n_embed", (uint32_t)cfg.n_embed);
+    w.set_u32("vqgan.resolution", (uint32_t)cfg.resolution);
+    w.set_u32("vqgan.in_channels", (uint32_t)cfg.in_channels);
+    w.set_u32("vqgan.out_ch", (uint32_t)cfg.out_ch);
+    w.set_string("vqgan.quantizer", "gumbel");
+    for (const auto& spec : vqgan_tensor_layout(cfg, true)) w.add_tensor(spec.name, *store.try_tensor(spec.name));
     w.write(path);
 }
 
@@ -292,6 +334,8 @@ void write_demo_model(const std::filesystem::path& dir, const DemoModelOptions& 
     write_text_model(dir / "text.gguf", n);
     write_vision(dir / "vision.gguf", n);
     write_plugin(dir / "plugins" / "com.gguf", n);
+    write_plugin(dir / "plugins" / "gen.gguf", n, /*generation=*/true);
+    write_vqgan(dir / "vqgan.gguf", opt.seed + 1);
     if (opt.write_example_image) imaging::write_png(dir / "example.png", synthetic_radiograph());
 }
 

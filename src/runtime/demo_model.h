@@ -9,11 +9,15 @@
 //                         tiny width (64) and 3 blocks
 //   DIR/plugins/com.gguf  a comprehension H-LoRA plugin (rank 8, 4 experts, vision layer -2) with
 //                         its projector
+//   DIR/plugins/gen.gguf  a generation plugin (rank 8, vision layer 1, its projector, its own embedding
+//                         and head rows for all len(tokenizer) + 8,195 ids)
+//   DIR/vqgan.gguf        a taming GumbelVQ of the released geometry (256 px, f8, 32 x 32 = 1,024
+//                         tokens, 8,192 codes) but width 32 and one ResNet block per level
 //   DIR/example.png       a synthetic chest-radiograph-like picture (ellipses and arcs; no patient)
 //
-// The answers are random text. Everything else is the real path: the same loaders, tokenizer,
-// preprocessing, vision tower, projector, H-LoRA, vocabulary extension and decoding as a converted
-// HealthGPT-M3.
+// The answers are random text and the generated images random patterns. Everything else is the
+// real path: the same loaders, tokenizer, preprocessing, vision tower, projector, H-LoRA, vocabulary
+// extension, constrained VQ decoding and VQGAN decoder as a converted HealthGPT-M3.
 #pragma once
 #include <cstdint>
 #include <filesystem>

@@ -55,8 +55,11 @@ TEST(Session, DemoModelLoadsLikeAConvertedModel) {
     EXPECT_EQ(m->decoder()->hparams().n_vocab, m->tokenizer().size());
     ASSERT_NE(m->vision(), nullptr);
     EXPECT_EQ(m->vision()->config().n_patches(), 576);
-    ASSERT_EQ(m->plugins().all().size(), 1u);
+    ASSERT_EQ(m->plugins().all().size(), 2u);  // plugins/com.gguf and plugins/gen.gguf, by name
     EXPECT_EQ(m->plugins().all()[0]->task(), PluginTask::Comprehension);
+    EXPECT_EQ(m->plugins().all()[1]->task(), PluginTask::Generation);
+    EXPECT_EQ(m->plugins().all()[1]->vision_layer(), 1);
+    EXPECT_TRUE(m->plugins().all()[1]->has_fusion_rows());
     EXPECT_EQ(m->chat_template(), text::ChatTemplate::phi3_instruct);
     EXPECT_FALSE(m->notice().empty());
     EXPECT_NE(m->describe().find("plugin  com"), std::string::npos) << m->describe();
@@ -160,7 +163,7 @@ TEST(Session, RefusalsNameTheProblem) {
     const imaging::RgbImage img = picture(64, 0);
     Session s(m);
     AskOptions o = short_answers();
-    o.plugin = "gen";
+    o.plugin = "nope";  // (the demo model has com and gen)
     try {
         s.ask("x", {&img, 1}, o);
         ADD_FAILURE() << "no error for a missing plugin";
