@@ -12,7 +12,6 @@
 #include <cstring>
 #include <limits>
 #include <map>
-#include <unordered_set>
 
 #include "core/error.h"
 #include "formats/byte_reader.h"
@@ -405,12 +404,11 @@ void GGUFFile::parse() {
         fail("%s: tensor count %llu cannot fit in a %llu-byte file", name, (unsigned long long)n_tensors, (unsigned long long)size_);
 
     kv_.reserve(n_kv);
-    std::unordered_set<std::string> keys;
     for (uint64_t i = 0; i < n_kv; ++i) {
         const uint64_t at = r.pos();
         GGUFKV kv;
         kv.key = ps.str("metadata key");
-        if (!keys.insert(kv.key).second)
+        if (!kv_index_.emplace(kv.key, kv_.size()).second)
             fail("%s: duplicate metadata key \"%s\" at offset %llu", name, kv.key.c_str(), (unsigned long long)at);
         const GGUFType t = ps.type(kv.key.c_str());
         kv.value = ps.value(t, kv.key, 0);
@@ -426,13 +424,12 @@ void GGUFFile::parse() {
     }
 
     tensors_.reserve(n_tensors);
-    std::unordered_set<std::string> names;
     for (uint64_t i = 0; i < n_tensors; ++i) {
         const uint64_t at = r.pos();
         GGUFTensorInfo ti;
         ti.name = ps.str("tensor name");
         const char* tn = ti.name.c_str();
-        if (!names.insert(ti.name).second) fail("%s: duplicate tensor name \"%s\" at offset %llu", name, tn, (unsigned long long)at);
+        if (!tensor_index_.emplace(ti.name, tensors_.size()).second) fail("%s: duplicate tensor name \"%s\" at offset %llu", name, tn, (unsigned long long)at);
         const uint32_t n_dims = r.u32("tensor n_dims");
         if (n_dims == 0 || n_dims > 4) fail("%s: tensor %s: n_dims %u (must be 1 to 4)", name, tn, n_dims);
         ti.n_dims = static_cast<int>(n_dims);
@@ -490,9 +487,8 @@ void GGUFFile::parse() {
 }
 
 const GGUFValue* GGUFFile::find(std::string_view key) const {
-    for (const auto& kv : kv_)
-        if (kv.key == key) return &kv.value;
-    return nullptr;
+    auto it = kv_index_.find(key);
+    return it == kv_index_.end() ? nullptr : &kv_[it->second].value;
 }
 
 namespace {
@@ -561,9 +557,8 @@ std::optional<std::vector<double>> GGUFFile::get_float_array(std::string_view ke
 }
 
 const GGUFTensorInfo* GGUFFile::find_tensor(std::string_view name) const {
-    for (const auto& t : tensors_)
-        if (t.name == name) return &t;
-    return nullptr;
+    auto it = tensor_index_.find(name);
+    return it == tensor_index_.end() ? nullptr : &tensors_[it->second];
 }
 
 Tensor GGUFFile::tensor(std::string_view name) const {

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -142,6 +143,7 @@ private:
     uint64_t data_offset_ = 0;
     std::vector<GGUFKV> kv_;
     std::vector<GGUFTensorInfo> tensors_;
+    std::map<std::string, size_t, std::less<>> kv_index_, tensor_index_;
 };
 
 // Builds a GGUF v3 file, byte-identical to what gguf-py's GGUFWriter writes for the same

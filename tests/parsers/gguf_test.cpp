@@ -19,6 +19,7 @@
 #include "core/error.h"
 #include "core/half.h"
 #include "formats/gguf.h"
+#include "formats/inspect.h"
 #include "test_util.h"
 
 using hg::GGUFFile;
@@ -635,4 +636,32 @@ TEST(GGUF, WriterStreamsBeyond4GiB) {
     EXPECT_EQ(f->tensor(*ti).ptr<float>()[2], 3.0f);
     EXPECT_EQ(f->file_size(), f->data_offset() + ti->offset + 32);
     fs::remove(p);
+}
+
+// ---------------------------------------------------------------------------------------------
+// `healthgpt inspect` on GGUF (formats/inspect.h)
+
+TEST(GGUF, InspectTextAndJson) {
+    const std::string text = hg::inspect(gguf_fixture("values.gguf"), {});
+    EXPECT_NE(text.find("GGUF v3, alignment 32"), std::string::npos) << text;
+    EXPECT_NE(text.find("metadata: 37 key-value pairs"), std::string::npos);
+    EXPECT_NE(text.find("[INT32]    |     1000 | a.long = ["), std::string::npos);
+    EXPECT_NE(text.find("... (1000 items)]"), std::string::npos);
+    EXPECT_NE(text.find("s.str = \"Grüße, 世界 — 🩺 CT/MRI\""), std::string::npos);
+    // tensor lines like gguf-dump: elements | ne padded to 4 dims | type | name
+    EXPECT_NE(text.find("        15 |     5,     3,     1,     1 | F32     | t.f32  (offset 0, 60 bytes)"), std::string::npos) << text;
+    const json j = json::parse(hg::inspect(gguf_fixture("values.gguf"), {.json = true, .max_array_items = 3}));
+    const json ref = load_json(gguf_fixture("values.json"));
+    ASSERT_EQ(j["metadata"].size(), ref["metadata"].size());
+    for (size_t i = 0; i < ref["metadata"].size(); ++i) EXPECT_EQ(j["metadata"][i]["key"], ref["metadata"][i]["key"]);
+    EXPECT_EQ(j["metadata"][1]["value"], 255);
+    const auto& along = *std::find_if(j["metadata"].begin(), j["metadata"].end(), [](auto& e) { return e["key"] == "a.long"; });
+    EXPECT_EQ(along["count"], 1000);
+    EXPECT_EQ(along["value"].size(), 3u);
+    ASSERT_EQ(j["tensors"].size(), ref["tensors"].size());
+    EXPECT_EQ(j["tensors"][0]["ne"], (std::vector<int64_t>{5, 3}));
+    EXPECT_EQ(j["tensors"][0]["shape"], (std::vector<int64_t>{3, 5}));
+    EXPECT_EQ(hg::detect_format(gguf_fixture("values.gguf")), "gguf");
+    EXPECT_THROW(hg::inspect(gguf_fixture("values.json")), hg::Error);  // unknown format
+    EXPECT_THROW(hg::inspect(gguf_fixture("nope.gguf")), hg::Error);
 }

@@ -15,6 +15,7 @@ Writes tests/fixtures/formats/:
 Later sections add safetensors, torch.save checkpoints and hostile files.
 Deterministic: fixed seeds, no timestamps.
 """
+import collections
 import json
 import os
 import struct
@@ -258,8 +259,371 @@ def gen_gguf():
     gen_gguf_phi3_vocab(d)
 
 
+# ----------------------------------------------------------------------------------------------
+# safetensors
+
+def tensor_bytes(t):
+    """Row-major bytes of a torch tensor (the oracle for every tensor value)."""
+    import torch
+    t = t.detach().contiguous().reshape(-1)
+    return t.view(torch.uint8).numpy().tobytes() if t.numel() else b""
+
+
+ST_DTYPE = None
+
+
+def st_dtype(t):
+    import torch
+    return {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+            torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+            torch.bool: "BOOL"}[t.dtype]
+
+
+def describe(named, blob):
+    """JSON description of (name, tensor) pairs; values go to blob."""
+    out = []
+    for name, t in named:
+        raw = tensor_bytes(t)
+        out.append({"name": name, "dtype": st_dtype(t), "shape": list(t.shape), "stride": list(t.stride()),
+                    "storage_offset": int(t.storage_offset()), "contiguous": bool(t.is_contiguous()),
+                    "blob_offset": len(blob), "nbytes": len(raw)})
+        blob += raw
+    return out
+
+
+def tiny_llama():
+    import torch
+    import transformers
+    torch.manual_seed(7)
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                   num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32)
+    return transformers.LlamaForCausalLM(cfg)
+
+
+def gen_safetensors():
+    import torch
+    from safetensors.torch import save_file, load_file
+    d = OUT / "safetensors"
+    d.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(42)
+    tensors = {
+        "f32": torch.randn(3, 5, generator=g),
+        "f16": torch.randn(2, 3, 4, generator=g).half(),
+        "bf16": torch.randn(4, 6, generator=g).bfloat16(),
+        "f64": torch.randn(3, generator=g).double(),
+        "i64": torch.randint(-2**62, 2**62, (2, 2), generator=g),
+        "i32": torch.randint(-2**31, 2**31 - 1, (5,), generator=g, dtype=torch.int32),
+        "i16": torch.randint(-30000, 30000, (2, 2, 2, 3), generator=g, dtype=torch.int16),
+        "i8": torch.randint(-128, 127, (7,), generator=g, dtype=torch.int8),
+        "u8": torch.randint(0, 255, (6,), generator=g, dtype=torch.uint8),
+        "bool": torch.tensor([True, False, True, True]),
+        "scalar": torch.tensor(3.25),
+        "empty": torch.zeros(0, 4),
+        "five_d": torch.arange(32, dtype=torch.float32).reshape(2, 2, 2, 2, 2),
+    }
+    save_file(tensors, d / "single.safetensors", metadata={"format": "pt", "note": "Grüße 🩺"})
+    back = load_file(d / "single.safetensors")  # the safetensors package reads its own file back
+    assert all(torch.equal(back[k], v) for k, v in tensors.items())
+    blob = bytearray()
+    doc = {"metadata": {"format": "pt", "note": "Grüße 🩺"},
+           "tensors": describe(sorted(tensors.items()), blob)}
+    (d / "single.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+    (d / "single.bin").write_bytes(bytes(blob))
+
+    # Hugging Face folders written by save_pretrained: sharded with an index, and a single file.
+    import shutil
+    model = tiny_llama()
+    for sub, shard in (("hf_sharded", "8KB"), ("hf_single", "10GB")):
+        out = d / sub
+        shutil.rmtree(out, ignore_errors=True)
+        model.save_pretrained(out, max_shard_size=shard, safe_serialization=True)
+    assert (d / "hf_sharded" / "model.safetensors.index.json").exists()
+    assert (d / "hf_single" / "model.safetensors").exists()
+    blob = bytearray()
+    sd = model.state_dict()
+    doc = {"tensors": describe(sorted(sd.items()), blob),
+           "shards": sorted(p.name for p in (d / "hf_sharded").glob("*.safetensors"))}
+    (d / "hf_model.json").write_text(json.dumps(doc, indent=1) + "\n")
+    (d / "hf_model.bin").write_bytes(bytes(blob))
+
+    # hostile headers (never valid for the safetensors crate either)
+    def raw(name, header, data=b""):
+        h = header.encode("utf-8")
+        (d / "hostile" / name).write_bytes(struct.pack("<Q", len(h)) + h + data)
+    (d / "hostile").mkdir(exist_ok=True)
+    raw("outside.safetensors", '{"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}', b"\0" * 8)
+    raw("dup_keys.safetensors", '{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},'
+                                '"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}', b"\0" * 8)
+    raw("wrong_size.safetensors", '{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}', b"\0" * 8)
+    raw("overlap.safetensors", '{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},'
+                               '"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}', b"\0" * 12)
+    raw("gap.safetensors", '{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},'
+                           '"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}}', b"\0" * 12)
+    raw("unknown_dtype.safetensors", '{"w":{"dtype":"Q4","shape":[1],"data_offsets":[0,1]}}', b"\0")
+    raw("bad_json.safetensors", '{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}', b"\0" * 4)
+    raw("metadata_not_str.safetensors", '{"__metadata__":{"n":1}}')
+    (d / "hostile" / "huge_header.safetensors").write_bytes(struct.pack("<Q", 1 << 40) + b"{}")
+
+
+# ----------------------------------------------------------------------------------------------
+# PyTorch checkpoints (torch.save) and hostile pickles
+
+def pickle_globals(data):
+    """Every GLOBAL a pickle stream names (pickletools, which never executes anything)."""
+    import io
+    import pickletools
+    f = io.BytesIO(data)
+    names = []
+    while f.tell() < len(data):
+        try:
+            ops = list(pickletools.genops(f))
+        except Exception:
+            break
+        for op, arg, _ in ops:
+            if op.name == "GLOBAL":
+                names.append(arg.replace(" ", "."))
+        if not ops or ops[-1][0].name != "STOP":
+            break
+    return names
+
+
+def walk_tensors(obj, path, out, seen):
+    """(path, tensor) for every tensor reachable, named like TorchCheckpoint::all_tensors()."""
+    import torch
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    join = lambda k: f"{path}.{k}" if path else str(k)
+    if isinstance(obj, torch.Tensor):
+        out.append((path, obj))
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            key = k if isinstance(k, (str, int)) else f"{k.__module__}.{k.__qualname__}" if isinstance(k, type) else "?"
+            walk_tensors(v, join(key), out, seen)
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            walk_tensors(v, join(i), out, seen)
+
+
+class Custom:
+    """An arbitrary class, as Lightning hparams and callbacks contain."""
+    def __init__(self, lr):
+        self.lr = lr
+        self.name = "adam"
+
+
+class ModelCheckpoint:
+    """Stands for pytorch_lightning's callback class, used as a dict key in 'callbacks'."""
+
+
+class Evil:
+    """Pickles to a call of `fn(*args)`; the fixture must be refused, never loaded."""
+    def __init__(self, fn, args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return (self.fn, self.args)
+
+
+def torch_sample():
+    import torch
+    g = torch.Generator().manual_seed(3)
+    base = torch.arange(12, dtype=torch.float32)
+    sd = collections.OrderedDict()
+    sd["bf16"] = torch.randn(3, 4, generator=g).bfloat16()
+    sd["f16"] = torch.randn(2, 5, generator=g).half()
+    sd["f32"] = torch.randn(4, generator=g)
+    sd["f64"] = torch.randn(2, 2, generator=g).double()
+    sd["i64"] = torch.tensor([1, -2, 2**40], dtype=torch.int64)
+    sd["i32"] = torch.tensor([7, -7], dtype=torch.int32)
+    sd["i8"] = torch.tensor([-128, 127], dtype=torch.int8)
+    sd["u8"] = torch.tensor([0, 200, 255], dtype=torch.uint8)
+    sd["bool"] = torch.tensor([True, False])
+    sd["shared_view"] = base[2:8].view(2, 3)        # storage offset 2, shares `base`
+    sd["shared_full"] = base                        # the same storage
+    sd["transposed"] = base.view(3, 4).t()          # non-contiguous view of the same storage
+    sd["scalar"] = torch.tensor(2.5)
+    sd["empty"] = torch.zeros(0, 3)
+    sd["param"] = torch.nn.Parameter(torch.ones(2, 2))
+    return sd
+
+
+def save_torch(obj, path, legacy=False):
+    import torch
+    torch.save(obj, path, _use_new_zipfile_serialization=not legacy)
+
+
+def write_expect(path, named, extra=None):
+    blob = bytearray()
+    doc = {"tensors": describe(named, blob)}
+    doc.update(extra or {})
+    path.with_suffix(".json").write_text(json.dumps(doc, indent=1) + "\n")
+    path.with_suffix(".values").write_bytes(bytes(blob))
+
+
+def gen_torch():
+    import io
+    import torch
+    import zipfile
+    d = OUT / "torch"
+    d.mkdir(parents=True, exist_ok=True)
+    sd = torch_sample()
+    for name, legacy in (("tensors.pt", False), ("tensors_legacy.pt", True)):
+        save_torch(sd, d / name, legacy)
+        write_expect(d / name, list(sd.items()), {"globals": pickle_globals_of(d / name)})
+
+    # the zip directory as Python's zipfile reads it (tests/parsers/zip_test.cpp)
+    with zipfile.ZipFile(d / "tensors.pt") as z:
+        entries = []
+        for info in z.infolist():
+            data = z.read(info.filename)
+            entries.append({"name": info.filename, "size": info.file_size, "compressed_size": info.compress_size,
+                            "method": info.compress_type, "crc32": info.CRC, "header_offset": info.header_offset,
+                            "flags": info.flag_bits, "first_bytes": data[:16].hex()})
+    (d / "tensors.zip.json").write_text(json.dumps({"entries": entries}, indent=1) + "\n")
+
+    # a real module's state_dict (carries _metadata, a 0-d num_batches_tracked), BF16 like HealthGPT's .bin
+    torch.manual_seed(5)
+    m = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Embedding(5, 4)).to(torch.bfloat16)
+    msd = m.state_dict()
+    save_torch(msd, d / "module_state_dict.bin")
+    write_expect(d / "module_state_dict.bin", list(msd.items()), {"globals": pickle_globals_of(d / "module_state_dict.bin")})
+
+    # Lightning-style checkpoint (as pytorch_lightning's trainer writes last.ckpt)
+    import argparse
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.GroupNorm(2, 4), torch.nn.BatchNorm2d(4))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    net(torch.randn(2, 3, 5, 5)).sum().backward()
+    opt.step()
+    ckpt = {
+        "epoch": 3, "global_step": 1234, "pytorch-lightning_version": "1.0.8",
+        "state_dict": net.state_dict(),
+        "optimizer_states": [opt.state_dict()], "lr_schedulers": [],
+        "callbacks": {ModelCheckpoint: {"best_model_score": torch.tensor(0.25), "monitor": "val/rec_loss"}},
+        "hparams_name": "kwargs",
+        "hyper_parameters": {"args": argparse.Namespace(lr=1e-4, base="vqgan"), "custom": Custom(0.1),
+                             "np_scalar": np.float64(0.5), "bytes": b"\x00\xff", "set": {1, 2}, "big": 2**80,
+                             "tuple": (1, "a", None, True, 1.5)},
+    }
+    for name, legacy in (("lightning.ckpt", False), ("lightning_legacy.ckpt", True)):
+        save_torch(ckpt, d / name, legacy)
+        everything = []
+        walk_tensors(ckpt, "", everything, set())
+        write_expect(d / name, list(ckpt["state_dict"].items()),
+                     {"globals": pickle_globals_of(d / name), "epoch": 3, "global_step": 1234,
+                      "all_tensors": [{"path": p, "dtype": st_dtype(t), "shape": list(t.shape)} for p, t in everything]})
+
+    # hostile files: written, never loaded
+    h = d / "hostile"
+    h.mkdir(exist_ok=True)
+    w = torch.zeros(2)
+    save_torch({"w": w, "x": Evil(os.system, ("echo pwned",))}, h / "os_system.pt")
+    save_torch({"w": w, "x": Evil(eval, ("1+1",))}, h / "builtins_eval.pt")
+    import subprocess
+    save_torch({"w": w, "x": Evil(subprocess.call, (["true"],))}, h / "subprocess.pt")
+    save_torch({"w": w, "x": Custom(1.0)}, h / "unknown_global.pt")
+    save_torch({"w": w, "x": Evil(os.system, ("echo pwned",))}, h / "os_system_legacy.pt", legacy=True)
+    for name in ("os_system.pt", "builtins_eval.pt", "subprocess.pt", "unknown_global.pt", "os_system_legacy.pt"):
+        (h / (name + ".globals")).write_text("\n".join(pickle_globals_of(h / name)) + "\n")
+    full = (d / "tensors.pt").read_bytes()
+    (h / "truncated.pt").write_bytes(full[: len(full) // 2])
+    zin = zipfile.ZipFile(d / "tensors.pt")
+    def rezip(name, compress=zipfile.ZIP_STORED, drop=None, edit=None):
+        with zipfile.ZipFile(h / name, "w", compression=compress) as zout:
+            for info in zin.infolist():
+                data = zin.read(info.filename)
+                if drop and info.filename.endswith(drop):
+                    continue
+                if edit and info.filename.endswith(edit[0]):
+                    data = edit[1](data)
+                zi = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+                zi.compress_type = compress
+                zout.writestr(zi, data)
+    rezip("deflated.pt", compress=zipfile.ZIP_DEFLATED)
+    rezip("restored.pt")  # python's own stored zip of the same entries: must load like tensors.pt
+    rezip("missing_storage.pt", drop="/data/0")
+    rezip("short_storage.pt", edit=("/data/0", lambda b: b[:-4]))
+    rezip("truncated_pickle.pt", edit=("/data.pkl", lambda b: b[: len(b) // 2]))
+    bad = bytearray(full)
+    data0 = zin.getinfo("tensors/data/0")
+    at = data0.header_offset + 30 + len(data0.filename) + len(data0.extra) + 1  # inside storage 0 (via local header)
+    lh = full[data0.header_offset:data0.header_offset + 30]
+    name_len, extra_len = struct.unpack("<HH", lh[26:30])
+    at = data0.header_offset + 30 + name_len + extra_len + 1
+    bad[at] ^= 0xFF
+    (h / "bad_crc.pt").write_bytes(bytes(bad))
+
+
+def pickle_globals_of(path):
+    import zipfile
+    data = Path(path).read_bytes()
+    if data[:2] == b"PK":
+        z = zipfile.ZipFile(path)
+        pkl = [n for n in z.namelist() if n.endswith("/data.pkl")][0]
+        return pickle_globals(z.read(pkl))
+    return pickle_globals(data)
+
+
+def gen_pickle():
+    """Plain-data pickles of protocols 0-5 and their canonical form (from the Python objects)."""
+    import pickle
+    d = OUT / "pickle"
+    d.mkdir(parents=True, exist_ok=True)
+    shared = [1, 2]
+    rec = [0]
+    rec.append(rec)
+    obj = {"none": None, "t": True, "f": False, "i": [0, 1, -1, 255, 256, 65535, 65536, -2**31, 2**31 - 1, 2**63 - 1, -2**63],
+           "big": [2**64, -2**70], "float": [0.5, -1e300, float("inf")], "str": ["", "ascii", "Grüße 世界 🩺"],
+           "bytes": [b"", b"\x00\xff\x80"], "tuple": (1, (2, 3), ()), "set": {7}, "frozenset": frozenset({8}),
+           "bytearray": bytearray(b"ab"), "shared": [shared, shared], "rec": rec, 5: "int key"}
+    p0 = {1: [1, -2, 3.5, None, True], 2: (4, 2**70), 3: {}}
+    cases = {}
+    for proto in range(1, 6):
+        (d / f"data_p{proto}.pkl").write_bytes(pickle.dumps(obj, protocol=proto))
+        cases[f"data_p{proto}.pkl"] = canon(obj)
+    (d / "data_p0.pkl").write_bytes(pickle.dumps(p0, protocol=0))
+    cases["data_p0.pkl"] = canon(p0)
+    (d / "expected.json").write_text(json.dumps(cases, indent=1, ensure_ascii=False) + "\n")
+    # hostile, written with custom __reduce__ and never loaded
+    for proto in (2, 4):
+        (d / f"os_system_p{proto}.pkl").write_bytes(pickle.dumps(Evil(os.system, ("echo pwned",)), protocol=proto))
+    (d / "eval.pkl").write_bytes(pickle.dumps(Evil(eval, ("1+1",)), protocol=2))
+    (d / "getattr.pkl").write_bytes(pickle.dumps(Evil(getattr, ("x", "upper")), protocol=2))
+    (d / "custom.pkl").write_bytes(pickle.dumps(Custom(0.5), protocol=2))
+
+
+def canon(o, depth=0, stack=()):
+    import pickle
+    """A canonical text form of a plain Python value; tests/parsers/pickle_test.cpp builds the
+    same text from our unpickled tree. Recursion back into an enclosing container is '<rec>'."""
+    if any(o is s for s in stack):
+        return "<rec>"
+    st = stack + (o,) if isinstance(o, (list, dict, tuple, set, frozenset)) else stack
+    if o is None:
+        return "None"
+    if isinstance(o, bool):
+        return "True" if o else "False"
+    if isinstance(o, int):
+        return f"int:{o}" if -2**63 <= o < 2**63 else "bigint:" + pickle.encode_long(o).hex()
+    if isinstance(o, float):
+        return "float:" + struct.pack(">d", o).hex()
+    if isinstance(o, str):
+        return "str:" + o.encode("utf-8").hex()
+    if isinstance(o, (bytes, bytearray)):
+        return "bytes:" + bytes(o).hex()
+    if isinstance(o, tuple):
+        return "(" + ",".join(canon(x, depth + 1, st) for x in o) + ")"
+    if isinstance(o, list):
+        return "[" + ",".join(canon(x, depth + 1, st) for x in o) + "]"
+    if isinstance(o, (set, frozenset)):
+        return "set{" + ",".join(canon(x, depth + 1, st) for x in o) + "}"
+    if isinstance(o, dict):
+        return "{" + ",".join(canon(k, depth + 1, st) + ":" + canon(v, depth + 1, st) for k, v in o.items()) + "}"
+    raise TypeError(type(o))
+
+
 def main():
-    sections = sys.argv[1:] or ["gguf"]
+    sections = sys.argv[1:] or ["gguf", "safetensors", "torch", "pickle"]
     for s in sections:
         print(f"  {s}")
         globals()["gen_" + s]()
