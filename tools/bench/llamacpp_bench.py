@@ -9,7 +9,9 @@ test_gen), on one GGUF, so that `healthgpt bench -m FILE` can be compared with i
   tgN  clear the KV cache, decode N single tokens one after another from position 0 (the first
        one BOS, then random ids), synchronize after each; tokens/s = N / seconds.
 
-Each test runs once untimed (warm-up, as llama-bench does), then `reps` timed repetitions.
+Each repetition also records the process CPU time (all threads): on a machine shared with other
+work, tokens per CPU-second per thread (-t 1 best) compares per-core efficiency where wall time
+cannot. Each test runs once untimed (warm-up, as llama-bench does), then `reps` timed repetitions.
 Prints one JSON object (tests -> list of seconds per repetition, plus the configuration).
 No code of llama.cpp is part of this repository: the library comes from PyPI's
 llama-cpp-python (see scripts/bench-vs-llamacpp.sh, which builds it with GGML_NATIVE=ON).
@@ -87,21 +89,21 @@ def main() -> int:
         toks = [rng.randrange(n_vocab) for _ in range(n)]
         if add_bos:
             toks[0] = bos
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for i in range(0, n, args.batch):
             decode(toks[i:i + args.batch])
         L.llama_synchronize(ctx)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
     def test_gen(n):
         L.llama_memory_clear(mem, False)
         tok = bos if add_bos else rng.randrange(n_vocab)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(n):
             decode([tok])
             L.llama_synchronize(ctx)
             tok = rng.randrange(n_vocab)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
 
     out = {
         "engine": "llama.cpp",
@@ -127,8 +129,12 @@ def main() -> int:
             print(f"unknown test {t}", file=sys.stderr)
             return 2
         fn(n if t == "pp" else 1)  # warm-up, as llama-bench (tg: one token)
-        secs = [fn(n) for _ in range(args.reps)]
-        out["tests"][name] = {"n_tokens": n, "seconds": secs, "tokens_per_second": [n / s for s in secs]}
+        runs = [fn(n) for _ in range(args.reps)]
+        secs = [w for w, _ in runs]
+        cpu = [c for _, c in runs]  # process CPU seconds, all threads
+        out["tests"][name] = {"n_tokens": n, "seconds": secs, "tokens_per_second": [n / s for s in secs],
+                              "cpu_seconds": cpu,
+                              "tokens_per_cpu_second_per_thread": [n * args.threads / c for c in cpu]}
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     L.llama_free(ctx)
     L.llama_model_free(model)
