@@ -141,8 +141,7 @@ struct Scratch {
     std::vector<uint8_t> act;     // quantized activations (caller thread)
     std::vector<int32_t> sums;    // per-block activation sums (Q8_0) / per-32 sums (Q8_K)
     std::vector<float> dscale;    // float activation block scales (Q8_0 GEMV)
-    std::vector<uint8_t> panel;   // unpacked weight panels (per worker)
-    std::vector<float> xpack;     // packed activation block of the float GEMM (per worker)
+    std::vector<uint8_t> panel;   // one unpacked weight panel (per worker)
 };
 Scratch& scratch() {
     static thread_local Scratch s;
@@ -810,9 +809,7 @@ void gemv_quant(DotFn<WBlock, ABlock> d1, DotFn<WBlock, ABlock> d2, DotFn<WBlock
 
 constexpr int PNF = 16;  // weight rows per float panel
 constexpr int MRF = 6;   // activation rows per float micro-kernel
-constexpr int KCF = 256; // k block of the float GEMM (16 x 256 floats = 16 KiB panel: half the L1d)
-constexpr int GF = 8;    // panels packed together per k block (128 KiB, in the L2)
-constexpr int MCF = 96;  // activation rows per L2 block (96 x 256 floats = 96 KiB; a multiple of MRF)
+constexpr int KCF = 512; // k block of the float GEMM (16 x 512 floats = 32 KiB panel)
 
 // panel[k][16] floats for k in [k0, k0 + kc), rows past N zero: 8 x 8 blocks transposed in
 // registers (rows of 8 k -> k-major vectors of 8 rows).
@@ -848,10 +845,9 @@ void pack_float(float* dst, const uint8_t* W, size_t wrow, int rows, int64_t k0,
     }
 }
 
-// acc[m][0..1] (+)= sum_k xp[k][m] * panel[k][0..15]; xp: a packed strip of activation rows,
-// MRF floats per k (pack_act).
+// acc[m][0..1] (+)= sum_k x[m][k] * panel[k][0..15]
 template <int MR>
-void kernel_float(const float* panel, const float* xp, int64_t kc, float* y, int64_t ldy, int cols,
+void kernel_float(const float* panel, const float* x, int64_t ldx, int64_t kc, float* y, int64_t ldy, int cols,
                   bool accumulate, const float* bias) {
     __m256 acc[MR][2];
     HG_UNROLL
@@ -860,7 +856,7 @@ void kernel_float(const float* panel, const float* xp, int64_t kc, float* y, int
         const __m256 w0 = _mm256_load_ps(panel + k * PNF), w1 = _mm256_load_ps(panel + k * PNF + 8);
         HG_UNROLL
         for (int m = 0; m < MR; ++m) {
-            const __m256 xv = _mm256_broadcast_ss(xp + k * MRF + m);
+            const __m256 xv = _mm256_broadcast_ss(x + m * ldx + k);
             acc[m][0] = _mm256_fmadd_ps(xv, w0, acc[m][0]);
             acc[m][1] = _mm256_fmadd_ps(xv, w1, acc[m][1]);
         }
@@ -888,37 +884,6 @@ void kernel_float(const float* panel, const float* xp, int64_t kc, float* y, int
     }
 }
 
-// Activation rows [m0, m1) x [k0, k0 + kc) into strips of MRF rows, k-major: strip s holds
-// xp[k][i] = x[m0 + s*MRF + i][k0 + k] (rows past m1 are not written and not read). The kernel
-// then broadcasts from one contiguous line instead of MRF rows K floats apart (with K a multiple
-// of 1024 those rows share L1 sets).
-void pack_act(float* xp, const float* x, int64_t ldx, int64_t m0, int64_t m1, int64_t k0, int64_t kc) {
-    for (int64_t s0 = m0; s0 < m1; s0 += MRF) {
-        const int mr = static_cast<int>(std::min<int64_t>(MRF, m1 - s0));
-        float* dst = xp + (s0 - m0) * kc;
-        if (mr == MRF) {
-            const float* r[MRF];
-            for (int i = 0; i < MRF; ++i) r[i] = x + (s0 + i) * ldx + k0;
-            int64_t k = 0;
-            for (; k + 8 <= kc; k += 8) {
-                // 6 rows x 8 k -> 8 k x 6 rows
-                alignas(32) float t[MRF][8];
-                HG_UNROLL
-                for (int i = 0; i < MRF; ++i) _mm256_store_ps(t[i], _mm256_loadu_ps(r[i] + k));
-                HG_UNROLL
-                for (int j = 0; j < 8; ++j)
-                    HG_UNROLL
-                    for (int i = 0; i < MRF; ++i) dst[(k + j) * MRF + i] = t[i][j];
-            }
-            for (; k < kc; ++k)
-                for (int i = 0; i < MRF; ++i) dst[k * MRF + i] = r[i][k];
-        } else {
-            for (int64_t k = 0; k < kc; ++k)
-                for (int i = 0; i < mr; ++i) dst[k * MRF + i] = x[(s0 + i) * ldx + k0 + k];
-        }
-    }
-}
-
 template <DType T>
 void matmul_float(float* y, const float* x, const Tensor& W, const float* bias, int64_t M, ThreadPool& pool) {
     const int64_t N = W.rows(), K = W.cols();
@@ -940,50 +905,32 @@ void matmul_float(float* y, const float* x, const Tensor& W, const float* bias, 
         return;
     }
     const int64_t n_panels = (N + PNF - 1) / PNF;
-    // Blocking (GotoBLAS order, sized for Zen 3: 32 KiB L1d, 512 KiB L2 per core): per group of
-    // GF panels and k block, the group is packed once (GF x 16 x KCF floats = 128 KiB, stays in the
-    // L2); then blocks of MCF activation rows (MCF x KCF floats = 96 KiB, in the L2) sweep every
-    // panel of the group, a panel (16 KiB) staying in the L1 while the 6-row strips of the block
-    // pass over it. The group's output columns (M x 128 floats) are accumulated across k blocks in
-    // k order, so each output sums its terms in the same order as with any other blocking.
-    // (Before: every 16-row panel swept all M activation rows, which then came from the L3.)
-    // The activation block is packed into 6-row strips (pack_act) once per group and k block.
+    // Each panel slice (16 x KCF floats) is packed once and stays in the L1 while all M rows
+    // sweep it; the panel's output columns (M x 16 floats) stay in the L1/L2 across k blocks.
+    // (Chunking M to keep activations in the L2 instead was slower: the output tiles then come
+    // from the L3 at every k block.)
     pool.parallel_for(n_panels, [&](int64_t p0, int64_t p1, int) {
-        Scratch& S = scratch();
-        float* packed = reinterpret_cast<float*>(align64(grow(S.panel, GF * KCF * PNF * sizeof(float) + 64)));
-        float* xp = reinterpret_cast<float*>(align64(reinterpret_cast<uint8_t*>(grow(S.xpack, MCF * KCF + 16))));
-        for (int64_t g0 = p0; g0 < p1; g0 += GF) {
-            const int64_t g1 = std::min<int64_t>(p1, g0 + GF);
+        float* panel = reinterpret_cast<float*>(align64(grow(scratch().panel, KCF * PNF * sizeof(float) + 64)));
+        for (int64_t p = p0; p < p1; ++p) {
+            const int64_t n0 = p * PNF;
+            const int cols = static_cast<int>(std::min<int64_t>(PNF, N - n0));
+            const float* b = bias ? bias + n0 : nullptr;
             for (int64_t k0 = 0; k0 < K; k0 += KCF) {
                 const int64_t kc = std::min<int64_t>(KCF, K - k0);
                 const bool accum = k0 > 0;
-                for (int64_t p = g0; p < g1; ++p) {
-                    const int64_t n0 = p * PNF;
-                    const int cols = static_cast<int>(std::min<int64_t>(PNF, N - n0));
-                    pack_float<T>(packed + (p - g0) * KCF * PNF, Wd + n0 * wrow, wrow, cols, k0, kc);
-                }
-                for (int64_t mb = 0; mb < M; mb += MCF) {
-                    const int64_t me = std::min<int64_t>(M, mb + MCF);
-                    pack_act(xp, x, K, mb, me, k0, kc);
-                    for (int64_t p = g0; p < g1; ++p) {
-                        const float* panel = packed + (p - g0) * KCF * PNF;
-                        const int64_t n0 = p * PNF;
-                        const int cols = static_cast<int>(std::min<int64_t>(PNF, N - n0));
-                        const float* b = bias ? bias + n0 : nullptr;
-                        int64_t m0 = mb;
-                        for (; m0 + MRF <= me; m0 += MRF)
-                            kernel_float<MRF>(panel, xp + (m0 - mb) * kc, kc, y + m0 * N + n0, N, cols, accum, b);
-                        float* ym = y + m0 * N + n0;
-                        const float* xm = xp + (m0 - mb) * kc;
-                        switch (me - m0) {
-                            case 1: kernel_float<1>(panel, xm, kc, ym, N, cols, accum, b); break;
-                            case 2: kernel_float<2>(panel, xm, kc, ym, N, cols, accum, b); break;
-                            case 3: kernel_float<3>(panel, xm, kc, ym, N, cols, accum, b); break;
-                            case 4: kernel_float<4>(panel, xm, kc, ym, N, cols, accum, b); break;
-                            case 5: kernel_float<5>(panel, xm, kc, ym, N, cols, accum, b); break;
-                            default: break;
-                        }
-                    }
+                pack_float<T>(panel, Wd + n0 * wrow, wrow, cols, k0, kc);
+                int64_t m0 = 0;
+                for (; m0 + MRF <= M; m0 += MRF)
+                    kernel_float<MRF>(panel, x + m0 * K + k0, K, kc, y + m0 * N + n0, N, cols, accum, b);
+                float* ym = y + m0 * N + n0;
+                const float* xm = x + m0 * K + k0;
+                switch (M - m0) {
+                    case 1: kernel_float<1>(panel, xm, K, kc, ym, N, cols, accum, b); break;
+                    case 2: kernel_float<2>(panel, xm, K, kc, ym, N, cols, accum, b); break;
+                    case 3: kernel_float<3>(panel, xm, K, kc, ym, N, cols, accum, b); break;
+                    case 4: kernel_float<4>(panel, xm, K, kc, ym, N, cols, accum, b); break;
+                    case 5: kernel_float<5>(panel, xm, K, kc, ym, N, cols, accum, b); break;
+                    default: break;
                 }
             }
         }
