@@ -8,6 +8,7 @@
 #if __has_include(<benchmark/benchmark.h>)
 #include <benchmark/benchmark.h>
 
+#include <atomic>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -134,6 +135,25 @@ void BM_rowops(benchmark::State& st) {
     st.counters["elem/s"] = benchmark::Counter((double)M * N, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_rowops)->Name("rowops_512x3072")->DenseRange(0, 4)->Unit(benchmark::kMicrosecond);
+
+// Cost of one pool job (the "barrier" every op of a forward pays): parallel_for over n items
+// with an empty body, and run() with an empty body, on the default pool. Time per job.
+void BM_pool_parallel_for(benchmark::State& st) {
+    const int64_t n = st.range(0);
+    std::atomic<int64_t> sink{0};
+    for (auto _ : st) pool().parallel_for(n, [&](int64_t b, int64_t e, int) { sink.fetch_add(e - b, std::memory_order_relaxed); });
+    benchmark::DoNotOptimize(sink.load());
+    st.counters["threads"] = pool().size();
+}
+BENCHMARK(BM_pool_parallel_for)->Name("pool/parallel_for")->Arg(16)->Arg(4096)->Unit(benchmark::kMicrosecond)->UseRealTime();
+
+void BM_pool_run(benchmark::State& st) {
+    std::atomic<int64_t> sink{0};
+    for (auto _ : st) pool().run([&](int ith, int) { sink.fetch_add(ith, std::memory_order_relaxed); });
+    benchmark::DoNotOptimize(sink.load());
+    st.counters["threads"] = pool().size();
+}
+BENCHMARK(BM_pool_run)->Name("pool/run")->Unit(benchmark::kMicrosecond)->UseRealTime();
 
 }  // namespace
 

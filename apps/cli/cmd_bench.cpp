@@ -1,27 +1,48 @@
-// healthgpt bench: performance measurements that print markdown tables.
-//   --kernels   matvec (M=1) and matmul (M=512) per weight type on Phi-3-mini shapes, next to the
-//               machine's measured read bandwidth and FP32 FMA peak (core/kernels/kernel_bench.h).
-// Other modes (e.g. --model FILE for pp512/tg128) are added as further flags below, each a thin
-// call into the library, in the `modes` section of the runner.
+// healthgpt bench: performance measurements that print markdown tables (or JSON).
+//   --kernels         matvec (M=1) and matmul (M=512) per weight type on Phi-3-mini shapes, next to
+//                     the machine's measured read bandwidth and FP32 FMA peak (core/kernels/kernel_bench.h).
+//   -m FILE           llama-bench style model tests: pp512, tg128, ttft-image (runtime/bench.h);
+//                     img and vqgan need no model file (random weights of the real shapes).
+//   --write-model F   writes a random-weight Phi-3-shaped GGUF that llama.cpp also loads
+//                     (scripts/bench-vs-llamacpp.sh compares the two engines on it).
 #include <cstdio>
+#include <cstdlib>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "command.h"
+#include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/kernels/kernel_bench.h"
 #include "core/ops.h"
+#include "formats/gguf.h"
+#include "model/decoder.h"
+#include "runtime/bench.h"
 
 namespace {
 
 struct BenchOptions {
+    // --kernels
     bool kernels = false;
-    int threads = 0;
     std::string types = "f32,f16,bf16,q8_0,q4_0,q4_k,q6_k";
     std::string m_values = "1,512";
     double min_seconds = 0.5;
+    // model tests
+    std::string model;
+    int64_t n_prompt = 512, n_gen = 128, n_ctx = 0;
+    int reps = 5;
+    std::string tests;
+    std::string output = "md";
+    std::string kv_type = "f16";
+    std::string img_type = "f16";
+    bool roof = false;
+    // --write-model
+    std::string write_model, shape = "phi3-mini", wtype = "q4_k", vocab;
+    // common
+    int threads = 0;
     bool cpu_time = false;
 };
 
@@ -60,26 +81,182 @@ int run_kernels(const BenchOptions& o, const std::string& command) {
     return 0;
 }
 
+int run_write_model(const BenchOptions& o) {
+    const auto type = hg::dtype_from_name(o.wtype);
+    HG_CHECK(type && (*type == hg::DType::F16 || *type == hg::DType::Q8_0 || *type == hg::DType::Q4_K),
+             "bench --write-model: --type must be f16, q8_0 or q4_k, not '%s'", o.wtype.c_str());
+    std::string vocab = o.vocab;
+    if (vocab.empty()) {
+        const char* shared = std::getenv("HEALTHGPT_SHARED_DATA");
+        vocab = std::string(shared ? shared : "../shared/data") + "/tokenizers/phi3/ggml-vocab-phi-3.gguf";
+    }
+    hg::ThreadPool pool(o.threads);
+    const hg::BenchModelShape shape = hg::bench_model_shape(o.shape);
+    std::fprintf(stderr, "writing %s (%s, %s, vocabulary from %s)...\n", o.write_model.c_str(), o.shape.c_str(),
+                 hg::dtype_name(*type), vocab.c_str());
+    hg::write_bench_model(o.write_model, shape, *type, vocab, 42, pool);
+    return 0;
+}
+
+// Weight type summary, sizes and parameter count of a model file.
+void describe_model(const std::string& path, hg::BenchEnv& env) {
+    auto f = hg::GGUFFile::open(path);
+    std::map<std::string, uint64_t> bytes_by_type;
+    for (const auto& t : f->tensors()) {
+        env.model_bytes += t.nbytes;
+        env.n_params += t.numel();
+        if (t.name != "token_embd.weight") env.weight_bytes_per_token += t.nbytes;
+        if (t.n_dims == 2) bytes_by_type[hg::dtype_name(t.type)] += t.nbytes;
+    }
+    if (bytes_by_type.size() == 1) {
+        env.model_type = bytes_by_type.begin()->first;
+    } else {
+        env.model_type = "mixed:";
+        for (const auto& [name, b] : bytes_by_type) env.model_type += " " + name + " " + std::to_string(b >> 20) + " MiB";
+    }
+}
+
+int run_models(const BenchOptions& o, const std::string& command) {
+    const auto kv = hg::dtype_from_name(o.kv_type);
+    HG_CHECK(kv && (*kv == hg::DType::F16 || *kv == hg::DType::F32), "bench: --kv-type must be f16 or f32");
+    const auto img_type = hg::dtype_from_name(o.img_type);
+    HG_CHECK(img_type && (*img_type == hg::DType::F16 || *img_type == hg::DType::F32 || *img_type == hg::DType::BF16),
+             "bench: --img-type must be f16, f32 or bf16");
+    HG_CHECK(o.output == "md" || o.output == "json", "bench: -o must be md or json, not '%s'", o.output.c_str());
+    HG_CHECK(o.reps >= 1, "bench: -r must be at least 1");
+    HG_CHECK(o.n_prompt >= 1 && o.n_gen >= 1, "bench: -p and -n must be at least 1");
+
+    std::vector<std::string> tests = split(o.tests.empty() ? (o.model.empty() ? "img,vqgan" : "pp,tg") : o.tests);
+    hg::DecoderBenchOptions dopt;
+    dopt.n_prompt = o.n_prompt;
+    dopt.n_gen = o.n_gen;
+    dopt.reps = o.reps;
+    dopt.n_ctx = o.n_ctx;
+    dopt.kv_type = *kv;
+
+    hg::ThreadPool pool(o.threads);
+    hg::BenchEnv env;
+    env.command = command;
+    env.threads = pool.size();
+    env.kernels = hg::kernels().name;
+    env.cpu = hg::cpu_features().brand;
+    env.cpu_flags = hg::cpu_flags_string();
+    env.cpu_clock = o.cpu_time;
+    env.kv_type = hg::dtype_name(*kv);
+    env.load_start = hg::load_average_1min();
+
+    std::shared_ptr<const hg::Decoder> model;
+    for (const auto& t : tests) {
+        const bool needs_model = t.rfind("pp", 0) == 0 || t.rfind("tg", 0) == 0 || t == "ttft-image";
+        HG_CHECK(needs_model || t == "img" || t == "vqgan",
+                 "bench: unknown test '%s' (pp, ppN, tg, tgN, ttft-image, img, vqgan)", t.c_str());
+        if (needs_model && !model) {
+            HG_CHECK(!o.model.empty(), "bench: test '%s' needs a model file (-m FILE)", t.c_str());
+            model = hg::Decoder::load(o.model);
+            env.model = o.model;
+            env.shape = model->hparams().describe();
+            describe_model(o.model, env);
+        }
+    }
+    if (o.roof) {
+        const auto clock = o.cpu_time ? hg::BenchClock::CpuPerThread : hg::BenchClock::Wall;
+        env.read_gbps = hg::measure_roofs(pool, clock).read_gbps;
+    }
+
+    std::vector<hg::BenchTest> results;
+    for (const auto& t : tests) {
+        std::fprintf(stderr, "bench: %s...\n", t.c_str());
+        hg::DecoderBenchOptions d = dopt;
+        if (t.rfind("pp", 0) == 0) {
+            if (t.size() > 2) d.n_prompt = std::stoll(t.substr(2));
+            d.n_ctx = std::max(d.n_ctx, d.n_prompt);
+            env.n_ctx = std::max(env.n_ctx, d.n_ctx);
+            results.push_back(hg::bench_prompt(*model, d, pool));
+        } else if (t.rfind("tg", 0) == 0) {
+            if (t.size() > 2) d.n_gen = std::stoll(t.substr(2));
+            d.n_ctx = std::max(d.n_ctx, d.n_gen);
+            env.n_ctx = std::max(env.n_ctx, d.n_ctx);
+            results.push_back(hg::bench_generate(*model, d, pool));
+        } else if (t == "ttft-image") {
+            for (auto& r : hg::bench_ttft_image(model, d, pool)) results.push_back(std::move(r));
+        } else if (t == "img") {
+            results.push_back(hg::bench_vision(o.reps, *img_type, pool));
+        } else if (t == "vqgan") {
+            results.push_back(hg::bench_vqgan(o.reps, *img_type, pool));
+        }
+    }
+    env.load_end = hg::load_average_1min();
+    env.peak_rss_mib = hg::peak_rss_mib();
+    const std::string out =
+        o.output == "json" ? hg::format_bench_json(env, results) : hg::format_bench_markdown(env, results);
+    std::fputs(out.c_str(), stdout);
+    return 0;
+}
+
 }  // namespace
 
-HG_COMMAND(bench, "Benchmarks that print markdown tables (--kernels: matmul kernels vs machine roofs)") {
+HG_COMMAND(bench, "Benchmarks: llama-bench style model tests (-m FILE), kernels (--kernels), benchmark models") {
     auto o = std::make_shared<BenchOptions>();
     app.add_flag("--kernels", o->kernels, "matvec (M=1) and matmul (M=512) per weight type, Phi-3-mini shapes");
+    app.add_option("--types", o->types, "--kernels: comma-separated weight types")->capture_default_str();
+    app.add_option("--m", o->m_values, "--kernels: comma-separated activation row counts M")->capture_default_str();
+    app.add_option("--min-time", o->min_seconds, "--kernels: seconds to repeat each case (best time reported)")
+        ->capture_default_str();
+
+    app.add_option("-m,--model", o->model, "text-model GGUF for pp / tg / ttft-image");
+    app.add_option("-p,--n-prompt", o->n_prompt, "prompt tokens of the pp test")->capture_default_str();
+    app.add_option("-n,--n-gen", o->n_gen, "generated tokens of the tg test")->capture_default_str();
+    app.add_option("-r,--reps", o->reps, "timed repetitions per test (after one warm-up)")->capture_default_str();
+    app.add_option("--tests", o->tests,
+                   "comma-separated: pp (or ppN), tg (or tgN), ttft-image, img, vqgan "
+                   "(default: pp,tg with -m, else img,vqgan)");
+    app.add_option("-o,--output", o->output, "md or json")->capture_default_str();
+    app.add_option("-c,--ctx", o->n_ctx, "KV cache positions to allocate (default: what the test needs)");
+    app.add_option("--kv-type", o->kv_type, "KV cache type: f16 or f32")->capture_default_str();
+    app.add_option("--img-type", o->img_type, "weight type of the random vision tower / VQGAN: f16, f32, bf16")
+        ->capture_default_str();
+    app.add_flag("--roof", o->roof, "measure the read bandwidth first and report tg as % of the bandwidth roof");
+
+    app.add_option("--write-model", o->write_model, "write a random-weight benchmark GGUF to this path and exit");
+    app.add_option("--shape", o->shape, "--write-model: phi3-mini or 1b")->capture_default_str();
+    app.add_option("--type", o->wtype, "--write-model: f16, q8_0 or q4_k (every matrix)")->capture_default_str();
+    app.add_option("--vocab", o->vocab,
+                   "--write-model: GGUF whose tokenizer.* keys are copied "
+                   "(default $HEALTHGPT_SHARED_DATA/tokenizers/phi3/ggml-vocab-phi-3.gguf)");
+
     app.add_option("-t,--threads", o->threads, "threads (default: one per physical core, HEALTHGPT_THREADS)");
-    app.add_option("--types", o->types, "comma-separated weight types")->capture_default_str();
-    app.add_option("--m", o->m_values, "comma-separated activation row counts M")->capture_default_str();
-    app.add_option("--min-time", o->min_seconds, "seconds to repeat each case (best time reported)")->capture_default_str();
     app.add_flag("--cpu-time", o->cpu_time,
                  "rates from process CPU time / threads instead of wall time (for a machine shared with other work)");
+    app.footer(
+        "Examples:\n"
+        "  healthgpt bench -m phi3-mini-q4_k.gguf -p 512 -n 128 -r 5 --roof\n"
+        "  healthgpt bench -m phi3-mini-q4_k.gguf --tests ttft-image -o json\n"
+        "  healthgpt bench --tests img,vqgan -r 3\n"
+        "  healthgpt bench --write-model phi3-mini-q4_k.gguf --shape phi3-mini --type q4_k\n"
+        "  healthgpt bench --kernels --types q4_k,q8_0 --m 1\n"
+        "Peak RSS is the whole process's: run one test per process for a test's own peak.");
     return [o] {
-        std::string command = "healthgpt bench --kernels";
+        std::string command = "healthgpt bench";
+        if (o->kernels) {
+            command += " --kernels";
+            if (o->threads) command += " -t " + std::to_string(o->threads);
+            if (o->types != BenchOptions().types) command += " --types " + o->types;
+            if (o->m_values != BenchOptions().m_values) command += " --m " + o->m_values;
+            if (o->cpu_time) command += " --cpu-time";
+            return run_kernels(*o, command);
+        }
+        if (!o->write_model.empty()) return run_write_model(*o);
+        if (!o->model.empty()) command += " -m " + o->model;
+        command += " -p " + std::to_string(o->n_prompt) + " -n " + std::to_string(o->n_gen) + " -r " +
+                   std::to_string(o->reps);
+        if (!o->tests.empty()) command += " --tests " + o->tests;
+        if (o->n_ctx) command += " -c " + std::to_string(o->n_ctx);
         if (o->threads) command += " -t " + std::to_string(o->threads);
-        if (o->types != BenchOptions().types) command += " --types " + o->types;
-        if (o->m_values != BenchOptions().m_values) command += " --m " + o->m_values;
+        if (o->kv_type != "f16") command += " --kv-type " + o->kv_type;
+        if (o->img_type != "f16") command += " --img-type " + o->img_type;
+        if (o->roof) command += " --roof";
         if (o->cpu_time) command += " --cpu-time";
-        // modes: each flag selects one benchmark family
-        if (o->kernels) return run_kernels(*o, command);
-        std::fprintf(stderr, "error: choose what to benchmark: --kernels\n");
-        return 2;
+        if (o->output != "md") command += " -o " + o->output;
+        return run_models(*o, command);
     };
 }

@@ -1,5 +1,9 @@
 #include "core/thread_pool.h"
 
+#include <sched.h>
+
+#include <algorithm>
+#include <mutex>
 #include <cstdlib>
 
 #include "core/cpu_features.h"
@@ -14,8 +18,13 @@
 namespace hg {
 
 namespace {
-constexpr int kSpinIters = 1 << 14;  // ~ tens of microseconds before sleeping
-}
+constexpr int kSpinIters = 1 << 14;   // ~ tens of microseconds before a worker sleeps
+constexpr int kYieldAfter = 1 << 10;  // a waiting caller yields its core after this many spins
+constexpr int kChunksPerThread = 8;   // parallel_for granularity: balance vs. claims
+
+// Decodes a job kind from the generation: even = run(), odd = parallel_for().
+inline bool is_range_job(uint32_t g) { return g & 1; }
+}  // namespace
 
 ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads > 0 ? n_threads : physical_cores()) {
     threads_.reserve(n_threads_ - 1);
@@ -24,9 +33,14 @@ ThreadPool::ThreadPool(int n_threads) : n_threads_(n_threads > 0 ? n_threads : p
 
 ThreadPool::~ThreadPool() {
     stop_.store(true);
-    generation_.fetch_add(1);
+    generation_.fetch_add(2);
     generation_.notify_all();
     for (auto& t : threads_) t.join();
+}
+
+void ThreadPool::wake_workers() {
+    // Only a sleeping worker needs the futex wake (a syscall); spinning ones see the new value.
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) generation_.notify_all();
 }
 
 void ThreadPool::worker(int ith) {
@@ -41,13 +55,26 @@ void ThreadPool::worker(int ith) {
             if (++spins < kSpinIters) {
                 HG_CPU_RELAX();
             } else {
-                generation_.wait(seen, std::memory_order_acquire);
+                sleepers_.fetch_add(1, std::memory_order_seq_cst);
+                // re-check after announcing ourselves: a job published in between is not missed
+                if (generation_.load(std::memory_order_seq_cst) == seen) generation_.wait(seen, std::memory_order_acquire);
+                sleepers_.fetch_sub(1, std::memory_order_relaxed);
+                spins = 0;
             }
         }
         seen = g;
         if (stop_.load()) return;
-        (*job_)(ith, n_threads_);
-        if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_one();
+        if (is_range_job(g)) {
+            // The job may already be finished (we were late): work_chunks then claims nothing.
+            work_chunks((uint32_t)(ticket_.load(std::memory_order_acquire) >> 32), ith);
+        } else {
+            try {
+                (*job_.load(std::memory_order_acquire))(ith, n_threads_);
+            } catch (...) {
+                record_error();
+            }
+            if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_one();
+        }
     }
 }
 
@@ -56,11 +83,17 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
         fn(0, 1);
         return;
     }
-    job_ = &fn;
+    job_.store(&fn, std::memory_order_relaxed);
     pending_.store(n_threads_ - 1, std::memory_order_relaxed);
-    generation_.fetch_add(1, std::memory_order_acq_rel);
-    generation_.notify_all();
-    fn(0, n_threads_);
+    // next even generation
+    const uint32_t g = generation_.load(std::memory_order_relaxed);
+    generation_.store(g + (is_range_job(g) ? 1 : 2), std::memory_order_seq_cst);
+    wake_workers();
+    try {
+        fn(0, n_threads_);
+    } catch (...) {
+        record_error();  // still wait: the workers use fn
+    }
     int spins = 0;
     int p;
     while ((p = pending_.load(std::memory_order_acquire)) != 0) {
@@ -70,24 +103,90 @@ void ThreadPool::run(const std::function<void(int, int)>& fn) {
             pending_.wait(p, std::memory_order_acquire);
         }
     }
-    job_ = nullptr;
+    job_.store(nullptr, std::memory_order_relaxed);
+    rethrow_error();
 }
 
-void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t, int)>& fn, int64_t grain) {
+void ThreadPool::record_error() {
+    std::lock_guard<std::mutex> lock(error_mutex_);
+    if (!error_) error_ = std::current_exception();
+    failed_.store(true, std::memory_order_relaxed);
+}
+
+void ThreadPool::rethrow_error() {
+    if (!failed_.load(std::memory_order_relaxed)) return;
+    std::exception_ptr e;
+    {
+        std::lock_guard<std::mutex> lock(error_mutex_);
+        e = error_;
+        error_ = nullptr;
+        failed_.store(false, std::memory_order_relaxed);
+    }
+    std::rethrow_exception(e);
+}
+
+void ThreadPool::work_chunks(uint32_t tag, int ith) {
+    for (;;) {
+        uint64_t t = ticket_.load(std::memory_order_acquire);
+        for (;;) {
+            if ((uint32_t)(t >> 32) != tag) return;  // another job now: ours is finished
+            const int64_t c = (int64_t)(uint32_t)t;
+            const int64_t n_chunks = range_chunks_.load(std::memory_order_relaxed);
+            if (c >= n_chunks) return;
+            const RangeFn* fn = range_fn_.load(std::memory_order_relaxed);
+            const int64_t n = range_n_.load(std::memory_order_relaxed);
+            const int64_t grain = range_grain_.load(std::memory_order_relaxed);
+            // The fields belong to job `tag` if this claim succeeds (the job cannot finish, and
+            // the caller cannot set up the next one, while chunk c is unclaimed).
+            if (ticket_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+                const int64_t units = (n + grain - 1) / grain;
+                const int64_t b = std::min(n, units * c / n_chunks * grain);
+                const int64_t e = std::min(n, units * (c + 1) / n_chunks * grain);
+                // After a failure the remaining chunks are only counted (the caller rethrows).
+                if (b < e && !failed_.load(std::memory_order_relaxed)) {
+                    try {
+                        (*fn)(b, e, ith);
+                    } catch (...) {
+                        record_error();
+                    }
+                }
+                chunks_done_.fetch_add(1, std::memory_order_acq_rel);
+                break;
+            }
+        }
+    }
+}
+
+void ThreadPool::parallel_for(int64_t n, const RangeFn& fn, int64_t grain) {
     if (n <= 0) return;
     if (grain < 1) grain = 1;
-    const int64_t n_chunks = (n + grain - 1) / grain;
-    const int nth = static_cast<int>(std::min<int64_t>(n_threads_, n_chunks));
-    if (nth <= 1) {
+    const int64_t units = (n + grain - 1) / grain;
+    const int64_t n_chunks = std::min<int64_t>(units, (int64_t)n_threads_ * kChunksPerThread);
+    if (n_threads_ == 1 || n_chunks <= 1) {
         fn(0, n, 0);
         return;
     }
-    run([&](int ith, int) {
-        if (ith >= nth) return;
-        const int64_t c0 = n_chunks * ith / nth, c1 = n_chunks * (ith + 1) / nth;
-        const int64_t b = c0 * grain, e = std::min(n, c1 * grain);
-        if (b < e) fn(b, e, ith);
-    });
+    // Set up the job (no worker can be claiming: the previous job's chunks are all done), then
+    // publish it with a new tag and wake the workers.
+    range_fn_.store(&fn, std::memory_order_relaxed);
+    range_n_.store(n, std::memory_order_relaxed);
+    range_grain_.store(grain, std::memory_order_relaxed);
+    range_chunks_.store(n_chunks, std::memory_order_relaxed);
+    chunks_done_.store(0, std::memory_order_relaxed);
+    const uint32_t tag = ++tag_;
+    ticket_.store((uint64_t)tag << 32, std::memory_order_release);
+    const uint32_t g = generation_.load(std::memory_order_relaxed);
+    generation_.store(g + (is_range_job(g) ? 2 : 1), std::memory_order_seq_cst);  // next odd generation
+    wake_workers();
+    work_chunks(tag, 0);
+    // Wait for chunks other threads are still running; yield the core if that takes long (on a
+    // shared machine the thread we wait for may be waiting for a core).
+    int spins = 0;
+    while (chunks_done_.load(std::memory_order_acquire) != n_chunks) {
+        if (++spins < kYieldAfter) HG_CPU_RELAX();
+        else sched_yield();
+    }
+    rethrow_error();
 }
 
 ThreadPool& default_pool() {

@@ -124,7 +124,12 @@ TEST(MatmulConformance, QuantizedRandomWithinRoundingBound) {
 TEST(MatmulConformance, FloatRandomWithinRoundingBound) {
     const Shape shapes[] = {{1, 1, 1},   {1, 13, 7},    {2, 31, 100}, {3, 17, 33},    {5, 40, 257},
                             {6, 16, 64}, {17, 16, 300}, {64, 50, 300}, {1, 9, 8192}, {7, 33, 8192},
-                            {13, 19, 513}};
+                            {13, 19, 513},
+                            // the GEMM's blocking: several 96-row activation blocks (last one 8 rows:
+                            // one strip of 6 and a tail of 2), panel groups of 8 (19 panels, the
+                            // last 12 columns wide), 3 k blocks of 256 (last 88); then a last block
+                            // of 1 row and a last panel of 1 column
+                            {200, 300, 600}, {97, 129, 257}};
     CONF_FOR_EACH_TABLE(T) {
         uint32_t seed = 500;
         for (DType t : kFloatTypes)
@@ -257,7 +262,7 @@ TEST(MatmulConformance, ActivationQuantizationIsBitIdentical) {
 TEST(MatmulConformance, OneAndTwoThreadsGiveIdenticalResults) {
     CONF_FOR_EACH_TABLE(T) {
         for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K, DType::F32, DType::F16, DType::BF16})
-            for (int64_t M : {1, 3, 37}) {
+            for (int64_t M : {1, 3, 37, 150}) {
                 conf::Weights W(t, 45, 512, 7);
                 const auto x = conf::randn(M * 512, 8);
                 std::vector<float> y1(M * 45), y2(M * 45);

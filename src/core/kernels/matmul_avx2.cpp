@@ -776,6 +776,8 @@ void gemv_quant(DotFn<WBlock, ABlock> d1, DotFn<WBlock, ABlock> d2, DotFn<WBlock
                 float* y, const Tensor& W, const float* bias, int64_t M, const ABlock* act, const float* ad, int64_t nb,
                 ThreadPool& pool) {
     const int64_t N = W.rows();
+    const uint8_t* Wd = static_cast<const uint8_t*>(W.data);
+    const size_t wrow = W.row_bytes();
     pool.parallel_for(
         N,
         [&](int64_t n0, int64_t n1, int) {
@@ -788,7 +790,7 @@ void gemv_quant(DotFn<WBlock, ABlock> d1, DotFn<WBlock, ABlock> d2, DotFn<WBlock
                     if (ad) s[i] = ad + (m0 + i) * nb;
                 }
                 for (int64_t n = n0; n < n1; ++n) {
-                    const WBlock* w = reinterpret_cast<const WBlock*>(W.row(n));
+                    const WBlock* w = reinterpret_cast<const WBlock*>(Wd + n * wrow);
                     float out[4];
                     switch (mr) {
                         case 1: d1(w, a, nb, out, s); break;
