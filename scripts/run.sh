@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's main-job command: builds healthgpt.cpp and runs `healthgpt ask` end to end.
+# The README's main-job command: builds healthgpt.cpp and runs `healthgpt ask` (and `generate`) end to end.
 #
 # Model: $HEALTHGPT_MODEL, else models/healthgpt-m3 (a folder `healthgpt convert` writes, see
 # docs/MODELS.md), else the project's own tiny demo model, written into build/demo-model: random
@@ -41,4 +41,14 @@ if [ "$demo" = 1 ]; then
   "$hg" ask -m "$model" --image "$image" -n 48 "$question"
 else
   "$hg" ask -m "$model" --image "$image" -n 256 "$question"
+fi
+
+# Image generation (issue #7) where the model has a VQGAN and a generation plugin (the demo model
+# has both; a converted M3 has them when gen_hlora_weights.bin and last.ckpt were given).
+if [ -f "$model/vqgan.gguf" ] && [ -f "$model/plugins/gen.gguf" ]; then
+  out=build/generated-mri.png
+  echo
+  echo "== healthgpt generate -m $model --task ct2mri --image $image -o $out"
+  [ "$demo" = 1 ] && echo "NOTE: the DEMO model's generated image is a RANDOM PATTERN, NOT MEDICAL."
+  "$hg" generate -m "$model" --task ct2mri --image "$image" -o "$out"
 fi
