@@ -285,4 +285,13 @@ void add_general(GGUFWriter& w, const std::string& arch, const std::string& name
     if (!name.empty()) w.set_string("general.name", name);
 }
 
+void set_file_type(ConvertPlan& plan, uint32_t file_type) {
+    plan.writer.set_u32("general.file_type", file_type);
+    for (const auto& [type_name, n] : plan.type_counts)
+        if (dtype_info(*dtype_from_name(type_name)).quantized) {
+            plan.writer.set_u32("general.quantization_version", 2);
+            break;
+        }
+}
+
 }  // namespace hg::conv

@@ -94,5 +94,8 @@ std::string add_tokenizer(GGUFWriter& w, const std::filesystem::path& hf_dir, in
 
 // The common metadata of every file we write.
 void add_general(GGUFWriter& w, const std::string& arch, const std::string& name);
+// general.file_type (llama.cpp's LLAMA_FTYPE number), and general.quantization_version = 2 when
+// the plan stores any block-quantized tensor (as gguf-py's writers do).
+void set_file_type(ConvertPlan& plan, uint32_t file_type);
 
 }  // namespace hg::conv

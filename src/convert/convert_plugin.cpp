@@ -467,12 +467,7 @@ ConvertPlan plan_plugin(const PluginOptions& o, const BaseShape& base, int64_t v
         if (x.role == TensorRole::LoraA) main_type = st;
         conv::add_tensor(plan, x.gguf, t, x.shape, choose_type(o.type, st, x.role, x.layer, (int)base.n_layer, x.shape.back()));
     }
-    w.set_u32("general.file_type", gguf_file_type(o.type, main_type));
-    for (const auto& [tn, n] : plan.type_counts)
-        if (dtype_info(*dtype_from_name(tn)).quantized) {
-            w.set_u32("general.quantization_version", 2);
-            break;
-        }
+    conv::set_file_type(plan, gguf_file_type(o.type, main_type));
     return plan;
 }
 

@@ -344,12 +344,7 @@ ConvertPlan plan_text(const TextOptions& o) {
         conv::add_tensor(plan, e.gguf, t, e.shape, tc, e.row_of);
     }
     if (A == "llama") rep.push_back("q/k rows permuted to llama.cpp's interleaved RoPE order");
-    w.set_u32("general.file_type", gguf_file_type(o.type, main_type));
-    for (const auto& [tn, n] : plan.type_counts)
-        if (dtype_info(*dtype_from_name(tn)).quantized) {
-            w.set_u32("general.quantization_version", 2);
-            break;
-        }
+    conv::set_file_type(plan, gguf_file_type(o.type, main_type));
     return plan;
 }
 

@@ -208,12 +208,7 @@ ConvertPlan plan_vision(const VisionOptions& o) {
         const TensorRole role = classify_tensor("clip", false, name, (int)e.shape.size(), false);
         conv::add_tensor(plan, name, t, e.shape, choose_type(wt, st, role, -1, 0, e.shape.back()));
     }
-    w.set_u32("general.file_type", gguf_file_type(wt, main_type));
-    for (const auto& [tn, n] : plan.type_counts)
-        if (dtype_info(*dtype_from_name(tn)).quantized) {
-            w.set_u32("general.quantization_version", 2);
-            break;
-        }
+    conv::set_file_type(plan, gguf_file_type(wt, main_type));
     return plan;
 }
 

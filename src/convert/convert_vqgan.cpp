@@ -213,17 +213,7 @@ ConvertPlan plan_vqgan(const VqganOptions& o) {
 
     GGUFWriter& w = plan.writer;
     conv::add_general(w, "vqgan", "vqgan-f" + std::to_string(1 << (cfg.levels() - 1)) + "-" + std::to_string(cfg.n_embed) + "-gumbel");
-    w.set_u32("vqgan.ch", (uint32_t)cfg.ch);
-    w.set_i32_array("vqgan.ch_mult", std::vector<int32_t>(cfg.ch_mult.begin(), cfg.ch_mult.end()));
-    w.set_u32("vqgan.num_res_blocks", (uint32_t)cfg.num_res_blocks);
-    w.set_i32_array("vqgan.attn_resolutions", std::vector<int32_t>(cfg.attn_resolutions.begin(), cfg.attn_resolutions.end()));
-    w.set_u32("vqgan.z_channels", (uint32_t)cfg.z_channels);
-    w.set_u32("vqgan.embed_dim", (uint32_t)cfg.embed_dim);
-    w.set_u32("vqgan.n_embed", (uint32_t)cfg.n_embed);
-    w.set_u32("vqgan.resolution", (uint32_t)cfg.resolution);
-    w.set_u32("vqgan.in_channels", (uint32_t)cfg.in_channels);
-    w.set_u32("vqgan.out_ch", (uint32_t)cfg.out_ch);
-    w.set_string("vqgan.quantizer", "gumbel");
+    vqgan_config_to_gguf(cfg, w);
     DType main_type = DType::F32;
     for (const auto& spec : layout) {
         const CkptTensor& t = *src->find(spec.name);

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/half.h"
 #include "core/ops.h"
+#include "formats/gguf.h"
 
 namespace hg {
 
@@ -81,6 +82,20 @@ void vqgan_config_to_metadata(const VqganConfig& c, TensorStore& s) {
     s.set_int("vqgan.resolution", c.resolution);
     s.set_int("vqgan.in_channels", c.in_channels);
     s.set_int("vqgan.out_ch", c.out_ch);
+}
+
+void vqgan_config_to_gguf(const VqganConfig& cfg, GGUFWriter& w) {
+    w.set_u32("vqgan.ch", (uint32_t)cfg.ch);
+    w.set_i32_array("vqgan.ch_mult", std::vector<int32_t>(cfg.ch_mult.begin(), cfg.ch_mult.end()));
+    w.set_u32("vqgan.num_res_blocks", (uint32_t)cfg.num_res_blocks);
+    w.set_i32_array("vqgan.attn_resolutions", std::vector<int32_t>(cfg.attn_resolutions.begin(), cfg.attn_resolutions.end()));
+    w.set_u32("vqgan.z_channels", (uint32_t)cfg.z_channels);
+    w.set_u32("vqgan.embed_dim", (uint32_t)cfg.embed_dim);
+    w.set_u32("vqgan.n_embed", (uint32_t)cfg.n_embed);
+    w.set_u32("vqgan.resolution", (uint32_t)cfg.resolution);
+    w.set_u32("vqgan.in_channels", (uint32_t)cfg.in_channels);
+    w.set_u32("vqgan.out_ch", (uint32_t)cfg.out_ch);
+    w.set_string("vqgan.quantizer", "gumbel");
 }
 
 // ------------------------------------------------------------------------------------- TensorStore

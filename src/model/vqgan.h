@@ -28,6 +28,8 @@
 
 namespace hg {
 
+class GGUFWriter;
+
 struct VqganConfig {
     int ch = 128;                          // base width
     std::vector<int> ch_mult{1, 1, 2, 4};  // width multiplier per level; levels - 1 = number of 2x steps
@@ -94,6 +96,8 @@ private:
 
 // Writes the config as `vqgan.*` metadata (the keys vqgan_config_from_metadata reads).
 void vqgan_config_to_metadata(const VqganConfig& cfg, TensorStore& store);
+// The same keys written into a GGUF file (what `convert` and the demo model write).
+void vqgan_config_to_gguf(const VqganConfig& cfg, GGUFWriter& w);
 
 // Every tensor of `cfg` in taming's state_dict order and naming, with its shape (PyTorch order):
 // what a converter expects in a checkpoint. The decoder-only layout without `with_encoder`.

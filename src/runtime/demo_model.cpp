@@ -275,17 +275,7 @@ void write_vqgan(const std::filesystem::path& path, uint64_t seed) {
     GGUFWriter w;
     w.set_string("general.architecture", "vqgan");
     w.set_string("general.name", "healthgpt-demo-tiny VQGAN (random weights)");
-    w.set_u32("vqgan.ch", (uint32_t)cfg.ch);
-    w.set_i32_array("vqgan.ch_mult", std::vector<int32_t>(cfg.ch_mult.begin(), cfg.ch_mult.end()));
-    w.set_u32("vqgan.num_res_blocks", (uint32_t)cfg.num_res_blocks);
-    w.set_i32_array("vqgan.attn_resolutions", std::vector<int32_t>(cfg.attn_resolutions.begin(), cfg.attn_resolutions.end()));
-    w.set_u32("vqgan.z_channels", (uint32_t)cfg.z_channels);
-    w.set_u32("vqgan.embed_dim", (uint32_t)cfg.embed_dim);
-    w.set_u32("vqgan.n_embed", (uint32_t)cfg.n_embed);
-    w.set_u32("vqgan.resolution", (uint32_t)cfg.resolution);
-    w.set_u32("vqgan.in_channels", (uint32_t)cfg.in_channels);
-    w.set_u32("vqgan.out_ch", (uint32_t)cfg.out_ch);
-    w.set_string("vqgan.quantizer", "gumbel");
+    vqgan_config_to_gguf(cfg, w);
     for (const auto& spec : vqgan_tensor_layout(cfg, true)) w.add_tensor(spec.name, *store.try_tensor(spec.name));
     w.write(path);
 }
