@@ -85,9 +85,6 @@ void add_tensor(ConvertPlan& plan, const std::string& name, const CkptTensor& sr
 text::GGUFTokenizerArrays tokenizer_arrays(const text::Vocab& vocab, int64_t n_rows,
                                            const std::optional<std::string>& hf_config);
 void write_tokenizer_arrays(GGUFWriter& w, const text::GGUFTokenizerArrays& g);
-// The arrays of a GGUF file, the trailing "[PAD{id}]" rows dropped (inner holes emptied), ready for
-// text::vocab_from_gguf.
-text::GGUFTokenizerArrays read_tokenizer_arrays(const GGUFFile& f, const std::string& source);
 // The tokenizer of a Hugging Face folder (tokenizer.model when present, else tokenizer.json, with
 // tokenizer_config.json) into `w`, checked by reading it back; returns a one-line description.
 std::string add_tokenizer(GGUFWriter& w, const std::filesystem::path& hf_dir, int64_t n_rows);

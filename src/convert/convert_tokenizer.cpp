@@ -1,5 +1,5 @@
-// The tokenizer of a Hugging Face base folder -> text.gguf metadata, in the key contract of the
-// pipeline's loader (src/text/gguf_tokenizer.h on branch pipeline; llama.cpp's keys):
+// The tokenizer of a Hugging Face base folder -> text.gguf metadata, in the key contract of the text
+// loader (src/text/gguf_tokenizer.h, which also reads it back; llama.cpp's keys):
 //   tokenizer.ggml.model        "llama" (SentencePiece BPE) | "gpt2" (byte-level BPE)
 //   tokenizer.ggml.pre          "default" (llama) | "gpt-2" | "qwen2" | "dbrx" (cl100k, phi-4)
 //   tokenizer.ggml.tokens       string[]: pieces with "▁" / GPT-2-alphabet strings; added tokens as text;
@@ -158,45 +158,6 @@ void write_tokenizer_arrays(GGUFWriter& w, const text::GGUFTokenizerArrays& g) {
     if (g.hf_tokenizer_config) w.set_string("healthgpt.tokenizer.hf_config", *g.hf_tokenizer_config);
 }
 
-text::GGUFTokenizerArrays read_tokenizer_arrays(const GGUFFile& f, const std::string& source) {
-    text::GGUFTokenizerArrays g;
-    g.source = source;
-    auto model = f.get_string("tokenizer.ggml.model");
-    HG_CHECK(model.has_value(), "%s: no tokenizer (tokenizer.ggml.model is missing)", source.c_str());
-    g.model = *model;
-    g.pre = f.get_string("tokenizer.ggml.pre").value_or("");
-    auto tokens = f.get_string_array("tokenizer.ggml.tokens");
-    HG_CHECK(tokens.has_value(), "%s: tokenizer.ggml.tokens is missing", source.c_str());
-    g.tokens = std::move(*tokens);
-    if (auto s = f.get_float_array("tokenizer.ggml.scores")) g.scores.assign(s->begin(), s->end());
-    if (auto t = f.get_int_array("tokenizer.ggml.token_type"))
-        for (int64_t x : *t) {
-            HG_CHECK(x >= 0 && x <= 255, "%s: tokenizer.ggml.token_type holds %lld", source.c_str(), (long long)x);
-            g.token_type.push_back((int32_t)x);
-        }
-    if (auto m = f.get_string_array("tokenizer.ggml.merges")) g.merges = std::move(*m);
-    g.bos_id = f.get_int("tokenizer.ggml.bos_token_id");
-    g.eos_id = f.get_int("tokenizer.ggml.eos_token_id");
-    g.unk_id = f.get_int("tokenizer.ggml.unknown_token_id");
-    g.pad_id = f.get_int("tokenizer.ggml.padding_token_id");
-    g.add_bos = f.get_bool("tokenizer.ggml.add_bos_token");
-    g.add_eos = f.get_bool("tokenizer.ggml.add_eos_token");
-    g.add_space_prefix = f.get_bool("tokenizer.ggml.add_space_prefix");
-    g.hf_tokenizer_config = f.get_string("healthgpt.tokenizer.hf_config");
-    // the "[PAD{id}]" rows beyond the tokenizer (llama.cpp pads to the embedding rows) are not tokens
-    size_t n = g.tokens.size();
-    while (n > 1 && g.token_type.size() == g.tokens.size() && g.tokens[n - 1] == pad_token((int64_t)n - 1) &&
-           (g.token_type[n - 1] == (int32_t)TokenType::unused || g.token_type[n - 1] == (int32_t)TokenType::unknown))
-        --n;
-    g.tokens.resize(n);
-    g.token_type.resize(std::min(g.token_type.size(), n));
-    if (g.scores.size() > n) g.scores.resize(n);
-    for (size_t i = 0; i < n; ++i)  // inner holes
-        if (i < g.token_type.size() && g.token_type[i] == (int32_t)TokenType::unused && g.tokens[i] == pad_token((int64_t)i))
-            g.tokens[i].clear();
-    return g;
-}
-
 std::string add_tokenizer(GGUFWriter& w, const fs::path& dir, int64_t n_rows) {
     // Phi-3's folder has both tokenizer.model and tokenizer.json: the SentencePiece model carries the
     // scores (llama.cpp converts from it too) and is what the slow LlamaTokenizer HealthGPT loads reads.
@@ -209,7 +170,7 @@ std::string add_tokenizer(GGUFWriter& w, const fs::path& dir, int64_t n_rows) {
     // What the loader will see: the same arrays read back through the text layer's GGUF path.
     text::GGUFTokenizerArrays back = g;
     back.source = (dir / "tokenizer (as written to text.gguf)").string();
-    while (back.tokens.size() > (size_t)v.size()) {  // the padding rows, as read_tokenizer_arrays drops them
+    while (back.tokens.size() > (size_t)v.size()) {  // the padding rows, as text::read_tokenizer_arrays drops them
         back.tokens.pop_back();
         back.token_type.pop_back();
         if (back.scores.size() > back.tokens.size()) back.scores.pop_back();

@@ -16,6 +16,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "text/gguf_tokenizer.h"
 #include "convert/convert.h"
 #include "convert/convert_common.h"
 #include "convert/quantize.h"
@@ -304,7 +305,7 @@ TEST(ConvertParity, TokenizerInTextGgufEncodesLikeTransformers) {
         const auto stops = f->get_int_array("healthgpt.stop_token_ids");
         ASSERT_TRUE(stops.has_value()) << c.name;
         EXPECT_EQ(std::vector<int64_t>(stops->begin(), stops->end()), j["stop_ids"].get<std::vector<int64_t>>()) << c.name;
-        const text::Tokenizer tok(text::vocab_from_gguf(conv::read_tokenizer_arrays(*f, (c.dir / "text.gguf").string())));
+        const text::Tokenizer tok(text::vocab_from_gguf(text::read_tokenizer_arrays(*f)));
         EXPECT_EQ(tok.size(), j["slow_tokenizer_len"].get<int32_t>()) << c.name;
         int n = 0;
         for (const auto& tc : j["tok_cases"]) {
@@ -425,7 +426,7 @@ TEST(ConvertParity, RealTokenizersMatchLlamaCpp) {
         fs::path stem;
     };
     for (const Set& s : {Set{"phi3", ours.get(), tok / "phi3/ggml-vocab-phi-3.gguf"}, Set{"qwen2", qwen.get(), tok / "qwen2/ggml-vocab-qwen2.gguf"}}) {
-        const text::Tokenizer t(text::vocab_from_gguf(conv::read_tokenizer_arrays(*s.file, s.name)));
+        const text::Tokenizer t(text::vocab_from_gguf(text::read_tokenizer_arrays(*s.file)));
         const auto vectors = llama_cpp_vectors(s.stem);
         int bad = 0;
         for (const auto& [textv, want] : vectors) {
