@@ -142,6 +142,7 @@ struct Scratch {
     std::vector<int32_t> sums;    // per-block activation sums (Q8_0) / per-32 sums (Q8_K)
     std::vector<float> dscale;    // float activation block scales (Q8_0 GEMV)
     std::vector<uint8_t> panel;   // one unpacked weight panel (per worker)
+    std::vector<uint8_t> xpack;   // float activations packed for the float GEMM (caller thread)
 };
 Scratch& scratch() {
     static thread_local Scratch s;
@@ -809,7 +810,8 @@ void gemv_quant(DotFn<WBlock, ABlock> d1, DotFn<WBlock, ABlock> d2, DotFn<WBlock
 
 constexpr int PNF = 16;  // weight rows per float panel
 constexpr int MRF = 6;   // activation rows per float micro-kernel
-constexpr int KCF = 512; // k block of the float GEMM (16 x 512 floats = 32 KiB panel)
+constexpr int KCF = 256; // k block of the float GEMM (16 x 256 floats = 16 KiB panel)
+constexpr int NPF = 4;   // panels packed together: one activation group (6 x KCF) is reused by 4
 
 // panel[k][16] floats for k in [k0, k0 + kc), rows past N zero: 8 x 8 blocks transposed in
 // registers (rows of 8 k -> k-major vectors of 8 rows).
@@ -845,18 +847,20 @@ void pack_float(float* dst, const uint8_t* W, size_t wrow, int rows, int64_t k0,
     }
 }
 
-// acc[m][0..1] (+)= sum_k x[m][k] * panel[k][0..15]
+// acc[m][0..1] (+)= sum_k xp[k][m] * panel[k][0..15]; xp: packed activations, MRF floats per k
+// (one contiguous stream: the broadcasts need no per-row address arithmetic).
 template <int MR>
-void kernel_float(const float* panel, const float* x, int64_t ldx, int64_t kc, float* y, int64_t ldy, int cols,
-                  bool accumulate, const float* bias) {
+void kernel_float(const float* panel, const float* xp, int64_t kc, float* y, int64_t ldy, int cols, bool accumulate,
+                  const float* bias) {
     __m256 acc[MR][2];
     HG_UNROLL
     for (int m = 0; m < MR; ++m) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
+#pragma GCC unroll 4
     for (int64_t k = 0; k < kc; ++k) {
         const __m256 w0 = _mm256_load_ps(panel + k * PNF), w1 = _mm256_load_ps(panel + k * PNF + 8);
         HG_UNROLL
         for (int m = 0; m < MR; ++m) {
-            const __m256 xv = _mm256_broadcast_ss(x + m * ldx + k);
+            const __m256 xv = _mm256_broadcast_ss(xp + k * MRF + m);
             acc[m][0] = _mm256_fmadd_ps(xv, w0, acc[m][0]);
             acc[m][1] = _mm256_fmadd_ps(xv, w1, acc[m][1]);
         }
@@ -904,33 +908,57 @@ void matmul_float(float* y, const float* x, const Tensor& W, const float* bias, 
             16);
         return;
     }
+    // Activations packed once per call, group-major: xp[g][k][0..5] = x[6g + 0..5][k] (rows past
+    // M left unread: the tail group runs a narrower kernel).
+    const int64_t n_groups = (M + MRF - 1) / MRF;
+    float* xp = reinterpret_cast<float*>(align64(grow(scratch().xpack, n_groups * MRF * K * sizeof(float) + 64)));
+    pool.parallel_for(n_groups, [&](int64_t g0, int64_t g1, int) {
+        for (int64_t g = g0; g < g1; ++g) {
+            const int rows = static_cast<int>(std::min<int64_t>(MRF, M - g * MRF));
+            float* dst = xp + g * MRF * K;
+            for (int r = 0; r < rows; ++r) {
+                const float* src = x + (g * MRF + r) * K;
+                for (int64_t k = 0; k < K; ++k) dst[k * MRF + r] = src[k];
+            }
+        }
+    });
+    // Threads take groups of NPF panels of 16 weight rows. Per k block the group's panels are
+    // packed (4 x 16 KiB, in the L2); each activation group (6 x KCF floats, 6 KiB) is then
+    // loaded once into the L1 and swept over the 4 panels; the outputs (M x 64 floats) stay in
+    // the L2 across k blocks.
     const int64_t n_panels = (N + PNF - 1) / PNF;
-    // Each panel slice (16 x KCF floats) is packed once and stays in the L1 while all M rows
-    // sweep it; the panel's output columns (M x 16 floats) stay in the L1/L2 across k blocks.
-    // (Chunking M to keep activations in the L2 instead was slower: the output tiles then come
-    // from the L3 at every k block.)
-    pool.parallel_for(n_panels, [&](int64_t p0, int64_t p1, int) {
-        float* panel = reinterpret_cast<float*>(align64(grow(scratch().panel, KCF * PNF * sizeof(float) + 64)));
-        for (int64_t p = p0; p < p1; ++p) {
-            const int64_t n0 = p * PNF;
-            const int cols = static_cast<int>(std::min<int64_t>(PNF, N - n0));
-            const float* b = bias ? bias + n0 : nullptr;
+    const int64_t n_pgroups = (n_panels + NPF - 1) / NPF;
+    pool.parallel_for(n_pgroups, [&](int64_t q0, int64_t q1, int) {
+        float* panels =
+            reinterpret_cast<float*>(align64(grow(scratch().panel, NPF * KCF * PNF * sizeof(float) + 64)));
+        for (int64_t q = q0; q < q1; ++q) {
+            const int64_t p0 = q * NPF, np = std::min<int64_t>(NPF, n_panels - p0);
             for (int64_t k0 = 0; k0 < K; k0 += KCF) {
                 const int64_t kc = std::min<int64_t>(KCF, K - k0);
                 const bool accum = k0 > 0;
-                pack_float<T>(panel, Wd + n0 * wrow, wrow, cols, k0, kc);
-                int64_t m0 = 0;
-                for (; m0 + MRF <= M; m0 += MRF)
-                    kernel_float<MRF>(panel, x + m0 * K + k0, K, kc, y + m0 * N + n0, N, cols, accum, b);
-                float* ym = y + m0 * N + n0;
-                const float* xm = x + m0 * K + k0;
-                switch (M - m0) {
-                    case 1: kernel_float<1>(panel, xm, K, kc, ym, N, cols, accum, b); break;
-                    case 2: kernel_float<2>(panel, xm, K, kc, ym, N, cols, accum, b); break;
-                    case 3: kernel_float<3>(panel, xm, K, kc, ym, N, cols, accum, b); break;
-                    case 4: kernel_float<4>(panel, xm, K, kc, ym, N, cols, accum, b); break;
-                    case 5: kernel_float<5>(panel, xm, K, kc, ym, N, cols, accum, b); break;
-                    default: break;
+                for (int64_t j = 0; j < np; ++j) {
+                    const int64_t n0 = (p0 + j) * PNF;
+                    pack_float<T>(panels + j * KCF * PNF, Wd + n0 * wrow, wrow,
+                                  static_cast<int>(std::min<int64_t>(PNF, N - n0)), k0, kc);
+                }
+                for (int64_t g = 0; g < n_groups; ++g) {
+                    const int64_t m0 = g * MRF;
+                    const float* xg = xp + m0 * K + k0 * MRF;
+                    for (int64_t j = 0; j < np; ++j) {
+                        const int64_t n0 = (p0 + j) * PNF;
+                        const int cols = static_cast<int>(std::min<int64_t>(PNF, N - n0));
+                        const float* b = bias ? bias + n0 : nullptr;
+                        const float* pj = panels + j * KCF * PNF;
+                        float* ym = y + m0 * N + n0;
+                        switch (std::min<int64_t>(MRF, M - m0)) {
+                            case 6: kernel_float<6>(pj, xg, kc, ym, N, cols, accum, b); break;
+                            case 5: kernel_float<5>(pj, xg, kc, ym, N, cols, accum, b); break;
+                            case 4: kernel_float<4>(pj, xg, kc, ym, N, cols, accum, b); break;
+                            case 3: kernel_float<3>(pj, xg, kc, ym, N, cols, accum, b); break;
+                            case 2: kernel_float<2>(pj, xg, kc, ym, N, cols, accum, b); break;
+                            default: kernel_float<1>(pj, xg, kc, ym, N, cols, accum, b); break;
+                        }
+                    }
                 }
             }
         }
