@@ -42,7 +42,10 @@ TEST(OpsConformance, Attention) {
         {1, 500, 499, 4, 4, 64, true, 100}, {10, 23, 0, 2, 2, 20, false, 0},    {9, 70, 61, 6, 3, 96, true, 16},
         {3, 5, 10, 2, 2, 32, true, 0},      {17, 100, 83, 4, 4, 512, true, 0},
         // rows that see no key at all (window past the end of the KV): output 0
-        {6, 5, 20, 2, 2, 32, true, 4},      {7, 30, 0, 4, 2, 24, false, 5}, {5, 9, 3, 3, 3, 8, true, 2}};
+        {6, 5, 20, 2, 2, 32, true, 4},      {7, 30, 0, 4, 2, 24, false, 5}, {5, 9, 3, 3, 3, 8, true, 2},
+        // tiled prefill: several 24-row tiles and 64-key blocks, partial last tile / block, odd D
+        {150, 150, 0, 4, 4, 64, false, 0},  {130, 200, 70, 4, 2, 96, true, 0}, {100, 100, 0, 2, 2, 72, true, 30},
+        {49, 131, 0, 2, 1, 44, false, 0}};
     double worst_nmse = 0, worst_abs = 0;
     int n_cases = 0;
     CONF_FOR_EACH_TABLE(T) {

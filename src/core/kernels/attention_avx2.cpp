@@ -157,141 +157,182 @@ void attend_heads(float* out, const float* qi_row, const uint8_t* k, const uint8
     }
 }
 
-// ---- prefill: up to 4 query rows of one head together, so each K/V value loaded (and converted
-// from F16) serves 4 rows. Rows may see different key ranges (causal, window): the block loop
-// covers their union and masks the scores outside each row's range.
-constexpr int kRows = 4;
+// ---- prefill: tiles of up to 24 query rows (4 groups of 6) of one head over blocks of 64 keys.
+// Scores and the P·V update are small GEMMs with the register blocking of the float matmul
+// (6 rows x 16 columns, 12 accumulators): the queries are packed d-major per group of 6 rows and
+// each key block is transposed once (d-major, 64 keys) for all 24 rows, so no horizontal sums
+// are needed. Rows may see different key ranges (causal, window): the block loop covers their
+// union and masks the scores outside each row's range.
+constexpr int kRows = 4;        // n_q at or above this takes the tiled path
+constexpr int kGR = 6;          // query rows per micro-kernel group
+constexpr int kTileGroups = 4;  // groups per tile
+constexpr int kTileRows = kGR * kTileGroups;
+constexpr int kKB = 64;         // keys per block
 
+// kt[d][0..63] = K[key j][d] for the nb keys of the block (columns past nb zero).
 template <bool F16>
-void attend_rows(float* out, size_t out_row, const float* q, size_t q_stride, int nr, const int64_t* j0r,
+void pack_keys_t(float* kt, const uint8_t* kb, size_t kv_stride, int nb, int D) {
+    const int D8 = D & ~7;
+    for (int j0 = 0; j0 < kKB; j0 += 8) {
+        if (j0 + 8 <= nb) {
+            for (int d = 0; d < D8; d += 8) {
+                __m256 v[8];
+                HG_UNROLL
+                for (int r = 0; r < 8; ++r) v[r] = load_kv<F16>(kb + (j0 + r) * kv_stride, d);
+                transpose8_ps(v);
+                HG_UNROLL
+                for (int i = 0; i < 8; ++i) _mm256_store_ps(kt + (d + i) * kKB + j0, v[i]);
+            }
+            for (int d = D8; d < D; ++d)
+                for (int r = 0; r < 8; ++r) kt[d * kKB + j0 + r] = kv_at<F16>(kb + (j0 + r) * kv_stride, d);
+        } else {
+            for (int d = 0; d < D; ++d)
+                for (int r = 0; r < 8; ++r)
+                    kt[d * kKB + j0 + r] = j0 + r < nb ? kv_at<F16>(kb + (j0 + r) * kv_stride, d) : 0.0f;
+        }
+    }
+}
+
+// S[r][c0 .. c0+15] = sum_d qp[d][r] * kt[d][c0 ..] for the 6 rows of a group (S rows kKB apart).
+inline void scores_6x16(const float* qp, const float* kt, int D, float* S) {
+    __m256 a[kGR][2];
+    HG_UNROLL
+    for (int r = 0; r < kGR; ++r) a[r][0] = a[r][1] = _mm256_setzero_ps();
+    for (int d = 0; d < D; ++d) {
+        const __m256 k0 = _mm256_load_ps(kt + d * kKB), k1 = _mm256_load_ps(kt + d * kKB + 8);
+        HG_UNROLL
+        for (int r = 0; r < kGR; ++r) {
+            const __m256 qv = _mm256_broadcast_ss(qp + d * kGR + r);
+            a[r][0] = _mm256_fmadd_ps(qv, k0, a[r][0]);
+            a[r][1] = _mm256_fmadd_ps(qv, k1, a[r][1]);
+        }
+    }
+    HG_UNROLL
+    for (int r = 0; r < kGR; ++r) {
+        _mm256_store_ps(S + r * kKB, a[r][0]);
+        _mm256_store_ps(S + r * kKB + 8, a[r][1]);
+    }
+}
+
+// acc[r][d0 .. d0+8*NV) = acc * alpha[r] + sum_j P[r][j] * v_j[d0 ..] for the 6 rows of a group.
+template <bool F16, int NV>
+inline void update_6(float* acc, int D, const float* P, const float* alpha, int nb, const uint8_t* vr0,
+                     size_t kv_stride, int d0) {
+    __m256 a[kGR][NV];
+    HG_UNROLL
+    for (int r = 0; r < kGR; ++r) {
+        const __m256 al = _mm256_set1_ps(alpha[r]);
+        HG_UNROLL
+        for (int c = 0; c < NV; ++c) a[r][c] = _mm256_mul_ps(_mm256_loadu_ps(acc + r * D + d0 + 8 * c), al);
+    }
+    for (int j = 0; j < nb; ++j) {
+        const uint8_t* vr = vr0 + j * kv_stride;
+        __m256 v[NV];
+        HG_UNROLL
+        for (int c = 0; c < NV; ++c) v[c] = load_kv<F16>(vr, d0 + 8 * c);
+        HG_UNROLL
+        for (int r = 0; r < kGR; ++r) {
+            const __m256 pv = _mm256_broadcast_ss(P + r * kKB + j);
+            HG_UNROLL
+            for (int c = 0; c < NV; ++c) a[r][c] = _mm256_fmadd_ps(pv, v[c], a[r][c]);
+        }
+    }
+    HG_UNROLL
+    for (int r = 0; r < kGR; ++r)
+        HG_UNROLL
+        for (int c = 0; c < NV; ++c) _mm256_storeu_ps(acc + r * D + d0 + 8 * c, a[r][c]);
+}
+
+struct TileScratch {
+    std::vector<float> qp, kt, acc;
+};
+
+// Rows i0 .. i0+nr-1 (nr <= 24) of one head; q: row i0 of that head; out: its output row.
+template <bool F16>
+void attend_tile(float* out, size_t out_row, const float* q, size_t q_stride, int nr, const int64_t* j0r,
                  const int64_t* j1r, const uint8_t* kb, const uint8_t* vb, size_t kv_stride, int D, float scale,
-                 float* acc) {
+                 TileScratch& ts) {
+    const int ng = (nr + kGR - 1) / kGR;
+    const int rows = ng * kGR;  // rows past nr: zero queries, results dropped
+    if (ts.qp.size() < (size_t)rows * D) ts.qp.resize((size_t)rows * D);
+    if (ts.kt.size() < (size_t)D * kKB + 8) ts.kt.resize((size_t)D * kKB + 8);
+    if (ts.acc.size() < (size_t)rows * D) ts.acc.resize((size_t)rows * D);
+    float* qp = ts.qp.data();
+    float* kt = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(ts.kt.data()) + 31) & ~uintptr_t(31));
+    float* acc = ts.acc.data();
+    for (int g = 0; g < ng; ++g)
+        for (int r = 0; r < kGR; ++r) {
+            const int i = g * kGR + r;
+            for (int d = 0; d < D; ++d) qp[(g * D + d) * kGR + r] = i < nr ? q[i * q_stride + d] : 0.0f;
+        }
+    std::fill(acc, acc + (size_t)rows * D, 0.0f);
     int64_t J0 = j0r[0], J1 = j1r[0];
     for (int r = 1; r < nr; ++r) {
         J0 = std::min(J0, j0r[r]);
         J1 = std::max(J1, j1r[r]);
     }
-    float m[kRows], l[kRows];
-    const float* qr[kRows];
-    for (int r = 0; r < kRows; ++r) {
-        m[r] = -INFINITY;
-        l[r] = 0;
-        qr[r] = q + std::min(r, nr - 1) * q_stride;  // missing rows repeat the last (results unused)
-    }
-    for (int t = 0; t < kRows * D; ++t) acc[t] = 0;
+    float m[kTileRows], l[kTileRows], alpha[kTileRows];
+    for (int r = 0; r < kTileRows; ++r) m[r] = -INFINITY, l[r] = 0, alpha[r] = 1.0f;
+    alignas(32) float S[kTileRows * kKB];
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const int D8 = D & ~7, D16 = D & ~15;
-    alignas(32) float S[kRows][kBlock];
-    for (int64_t jb = J0; jb < J1; jb += kBlock) {
-        const int nb = static_cast<int>(std::min<int64_t>(kBlock, J1 - jb));
-        // scores of 4 rows x 2 keys at a time
-        int j = 0;
-        for (; j + 2 <= nb; j += 2) {
-            const uint8_t* k0 = kb + (jb + j) * kv_stride;
-            const uint8_t* k1 = k0 + kv_stride;
-            __m256 a[kRows][2];
-            HG_UNROLL
-            for (int r = 0; r < kRows; ++r) a[r][0] = a[r][1] = _mm256_setzero_ps();
-            for (int d = 0; d < D8; d += 8) {
-                const __m256 x0 = load_kv<F16>(k0, d), x1 = load_kv<F16>(k1, d);
-                HG_UNROLL
-                for (int r = 0; r < kRows; ++r) {
-                    const __m256 qv = _mm256_loadu_ps(qr[r] + d);
-                    a[r][0] = _mm256_fmadd_ps(qv, x0, a[r][0]);
-                    a[r][1] = _mm256_fmadd_ps(qv, x1, a[r][1]);
-                }
-            }
-            const __m256 g0 = _mm256_hadd_ps(_mm256_hadd_ps(a[0][0], a[0][1]), _mm256_hadd_ps(a[1][0], a[1][1]));
-            const __m256 g1 = _mm256_hadd_ps(_mm256_hadd_ps(a[2][0], a[2][1]), _mm256_hadd_ps(a[3][0], a[3][1]));
-            // lanes: r0k0 r0k1 r1k0 r1k1 (and r2.., r3..) after adding the 128-bit halves
-            alignas(16) float t0[4], t1[4];
-            _mm_store_ps(t0, _mm_add_ps(_mm256_castps256_ps128(g0), _mm256_extractf128_ps(g0, 1)));
-            _mm_store_ps(t1, _mm_add_ps(_mm256_castps256_ps128(g1), _mm256_extractf128_ps(g1, 1)));
-            S[0][j] = t0[0], S[0][j + 1] = t0[1], S[1][j] = t0[2], S[1][j + 1] = t0[3];
-            S[2][j] = t1[0], S[2][j + 1] = t1[1], S[3][j] = t1[2], S[3][j + 1] = t1[3];
-            for (int d = D8; d < D; ++d)
-                for (int r = 0; r < kRows; ++r) {
-                    S[r][j] += qr[r][d] * kv_at<F16>(k0, d);
-                    S[r][j + 1] += qr[r][d] * kv_at<F16>(k1, d);
-                }
-        }
-        for (; j < nb; ++j) {
-            const uint8_t* k0 = kb + (jb + j) * kv_stride;
-            for (int r = 0; r < kRows; ++r) {
-                __m256 a0 = _mm256_setzero_ps();
-                for (int d = 0; d < D8; d += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qr[r] + d), load_kv<F16>(k0, d), a0);
-                float dot = hsum(a0);
-                for (int d = D8; d < D; ++d) dot += qr[r][d] * kv_at<F16>(k0, d);
-                S[r][j] = dot;
-            }
-        }
-        // per row: scale, mask, online softmax update
-        float alpha[kRows];
-        for (int r = 0; r < kRows; ++r) {
-            float bmax = -INFINITY;
-            for (j = 0; j < nb; ++j) {
-                const int64_t key = jb + j;
-                S[r][j] = (r < nr && key >= j0r[r] && key < j1r[r]) ? S[r][j] * scale : -INFINITY;
-                bmax = std::max(bmax, S[r][j]);
-            }
-            const float m_new = std::max(m[r], bmax);
-            if (m_new == -INFINITY) {  // nothing visible to this row yet: weights 0, state unchanged
+    for (int64_t jb = J0; jb < J1; jb += kKB) {
+        const int nb = static_cast<int>(std::min<int64_t>(kKB, J1 - jb));
+        const int ncol = (nb + 15) & ~15;  // score columns computed (16 at a time)
+        pack_keys_t<F16>(kt, kb + jb * kv_stride, kv_stride, nb, D);
+        for (int g = 0; g < ng; ++g)
+            for (int c0 = 0; c0 < ncol; c0 += 16) scores_6x16(qp + g * D * kGR, kt + c0, D, S + g * kGR * kKB + c0);
+        // per row: scale, mask, online softmax update; S becomes P
+        for (int r = 0; r < rows; ++r) {
+            float* Sr = S + r * kKB;
+            const int lo = r < nr ? static_cast<int>(std::clamp<int64_t>(j0r[r] - jb, 0, nb)) : 0;
+            const int hi = r < nr ? static_cast<int>(std::clamp<int64_t>(j1r[r] - jb, 0, nb)) : 0;
+            if (lo >= hi) {  // nothing visible to this row in this block: weights 0, state unchanged
                 alpha[r] = 1.0f;
-                for (j = 0; j < nb; ++j) S[r][j] = 0;
+                std::fill(Sr, Sr + ncol, 0.0f);
                 continue;
             }
-            alpha[r] = _mm256_cvtss_f32(exp_ps(_mm256_set1_ps(m[r] - m_new)));
+            const __m256i vlo = _mm256_set1_epi32(lo - 1), vhi = _mm256_set1_epi32(hi);
+            const __m256 vs = _mm256_set1_ps(scale), ninf = _mm256_set1_ps(-INFINITY);
+            __m256 vmax = ninf;
+            for (int c = 0; c < ncol; c += 8) {
+                const __m256i key = _mm256_add_epi32(iota, _mm256_set1_epi32(c));
+                const __m256 in = _mm256_castsi256_ps(
+                    _mm256_and_si256(_mm256_cmpgt_epi32(key, vlo), _mm256_cmpgt_epi32(vhi, key)));
+                const __m256 sv = _mm256_blendv_ps(ninf, _mm256_mul_ps(_mm256_load_ps(Sr + c), vs), in);
+                _mm256_store_ps(Sr + c, sv);
+                vmax = _mm256_max_ps(vmax, sv);
+            }
+            const float m_new = std::max(m[r], hmax(vmax));
+            alpha[r] = _mm256_cvtss_f32(exp_ps(_mm256_set1_ps(m[r] - m_new)));  // 0 on the first block
             const __m256 vm = _mm256_set1_ps(m_new);
             __m256 lsum = _mm256_setzero_ps();
-            j = 0;
-            for (; j + 8 <= nb; j += 8) {
-                const __m256 pv = exp_ps(_mm256_sub_ps(_mm256_load_ps(&S[r][j]), vm));
-                _mm256_store_ps(&S[r][j], pv);
+            for (int c = 0; c < ncol; c += 8) {
+                const __m256 pv = exp_ps(_mm256_sub_ps(_mm256_load_ps(Sr + c), vm));  // masked: exp(-inf) = 0
+                _mm256_store_ps(Sr + c, pv);
                 lsum = _mm256_add_ps(lsum, pv);
             }
-            float ls = hsum(lsum);
-            for (; j < nb; ++j) {
-                S[r][j] = _mm256_cvtss_f32(exp_ps(_mm256_set1_ps(S[r][j] - m_new)));
-                ls += S[r][j];
-            }
-            l[r] = l[r] * alpha[r] + ls;
+            l[r] = l[r] * alpha[r] + hsum(lsum);
             m[r] = m_new;
         }
-        // acc[r] = acc[r] * alpha[r] + sum_j P[r][j] v_j, 16 floats x 4 rows in registers
         const uint8_t* vr0 = vb + jb * kv_stride;
-        for (int d0 = 0; d0 < D16; d0 += 16) {
-            __m256 a[kRows][2];
-            HG_UNROLL
-            for (int r = 0; r < kRows; ++r) {
-                const __m256 al = _mm256_set1_ps(alpha[r]);
-                a[r][0] = _mm256_mul_ps(_mm256_loadu_ps(acc + r * D + d0), al);
-                a[r][1] = _mm256_mul_ps(_mm256_loadu_ps(acc + r * D + d0 + 8), al);
-            }
-            for (j = 0; j < nb; ++j) {
-                const uint8_t* vr = vr0 + j * kv_stride;
-                const __m256 v0 = load_kv<F16>(vr, d0), v1 = load_kv<F16>(vr, d0 + 8);
-                HG_UNROLL
-                for (int r = 0; r < kRows; ++r) {
-                    const __m256 pv = _mm256_broadcast_ss(&S[r][j]);
-                    a[r][0] = _mm256_fmadd_ps(pv, v0, a[r][0]);
-                    a[r][1] = _mm256_fmadd_ps(pv, v1, a[r][1]);
+        for (int g = 0; g < ng; ++g) {
+            float* ag = acc + (size_t)g * kGR * D;
+            const float* Pg = S + g * kGR * kKB;
+            const float* al = alpha + g * kGR;
+            for (int d0 = 0; d0 < D16; d0 += 16) update_6<F16, 2>(ag, D, Pg, al, nb, vr0, kv_stride, d0);
+            if (D8 > D16) update_6<F16, 1>(ag, D, Pg, al, nb, vr0, kv_stride, D16);
+            for (int d = D8; d < D; ++d)
+                for (int r = 0; r < kGR; ++r) {
+                    float t = ag[r * D + d] * al[r];
+                    for (int j = 0; j < nb; ++j) t += Pg[r * kKB + j] * kv_at<F16>(vr0 + j * kv_stride, d);
+                    ag[r * D + d] = t;
                 }
-            }
-            HG_UNROLL
-            for (int r = 0; r < kRows; ++r) {
-                _mm256_storeu_ps(acc + r * D + d0, a[r][0]);
-                _mm256_storeu_ps(acc + r * D + d0 + 8, a[r][1]);
-            }
         }
-        for (int d = D16; d < D; ++d)
-            for (int r = 0; r < kRows; ++r) {
-                float t = acc[r * D + d] * alpha[r];
-                for (j = 0; j < nb; ++j) t += S[r][j] * kv_at<F16>(vr0 + j * kv_stride, d);
-                acc[r * D + d] = t;
-            }
     }
     for (int r = 0; r < nr; ++r) {
         const float inv = l[r] > 0 ? 1.0f / l[r] : 0.0f;
-        for (int d = 0; d < D; ++d) out[r * out_row + d] = acc[r * D + d] * inv;
+        for (int d = 0; d < D; ++d) out[r * out_row + d] = acc[(size_t)r * D + d] * inv;
     }
 }
 
@@ -313,16 +354,15 @@ void attention(float* out, const float* q, int64_t n_q, size_t q_stride, const v
         if (p.window > 0) j0 = std::max<int64_t>(0, pos - p.window + 1);
     };
     if (n_q >= kRows) {
-        // prefill: work items (head, block of 4 query rows), head-major so a head's K/V stay cached
-        const int64_t n_rb = (n_q + kRows - 1) / kRows;
+        // prefill: work items (head, tile of 24 query rows), head-major so a head's K/V stay cached
+        const int64_t n_rb = (n_q + kTileRows - 1) / kTileRows;
         pool.parallel_for(p.n_head * n_rb, [&](int64_t b, int64_t e, int) {
-            static thread_local std::vector<float> acc;
-            if ((int64_t)acc.size() < (int64_t)kRows * D) acc.resize((size_t)kRows * D);
+            static thread_local TileScratch ts;
             for (int64_t item = b; item < e; ++item) {
                 const int h = static_cast<int>(item / n_rb);
-                const int64_t i0 = (item % n_rb) * kRows;
-                const int nr = static_cast<int>(std::min<int64_t>(kRows, n_q - i0));
-                int64_t j0r[kRows], j1r[kRows];
+                const int64_t i0 = (item % n_rb) * kTileRows;
+                const int nr = static_cast<int>(std::min<int64_t>(kTileRows, n_q - i0));
+                int64_t j0r[kTileRows], j1r[kTileRows];
                 for (int r = 0; r < nr; ++r) visible(i0 + r, j0r[r], j1r[r]);
                 const size_t off = (size_t)(h / group) * D * esize;
                 const auto* kb = static_cast<const uint8_t*>(k) + off;
@@ -331,9 +371,9 @@ void attention(float* out, const float* q, int64_t n_q, size_t q_stride, const v
                 const float* qi = q + i0 * q_stride + (size_t)h * D;
                 const size_t orow = (size_t)p.n_head * D;
                 if (kv_type == DType::F16)
-                    attend_rows<true>(o, orow, qi, q_stride, nr, j0r, j1r, kb, vb, kv_stride, D, p.scale, acc.data());
+                    attend_tile<true>(o, orow, qi, q_stride, nr, j0r, j1r, kb, vb, kv_stride, D, p.scale, ts);
                 else
-                    attend_rows<false>(o, orow, qi, q_stride, nr, j0r, j1r, kb, vb, kv_stride, D, p.scale, acc.data());
+                    attend_tile<false>(o, orow, qi, q_stride, nr, j0r, j1r, kb, vb, kv_stride, D, p.scale, ts);
             }
         });
         return;

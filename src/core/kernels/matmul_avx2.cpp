@@ -824,23 +824,10 @@ void pack_float(float* dst, const uint8_t* W, size_t wrow, int rows, int64_t k0,
             HG_UNROLL
             for (int r = 0; r < 8; ++r)
                 v[r] = g + r < rows ? load_w<T>(W + (g + r) * wrow, k0 + k) : _mm256_setzero_ps();
-            const __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
-            const __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);
-            const __m256 t4 = _mm256_unpacklo_ps(v[4], v[5]), t5 = _mm256_unpackhi_ps(v[4], v[5]);
-            const __m256 t6 = _mm256_unpacklo_ps(v[6], v[7]), t7 = _mm256_unpackhi_ps(v[6], v[7]);
-            const __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xee);
-            const __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xee);
-            const __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xee);
-            const __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xee);
+            transpose8_ps(v);
             float* o = dst + k * PNF + g;
-            _mm256_store_ps(o + 0 * PNF, _mm256_permute2f128_ps(u0, u4, 0x20));
-            _mm256_store_ps(o + 1 * PNF, _mm256_permute2f128_ps(u1, u5, 0x20));
-            _mm256_store_ps(o + 2 * PNF, _mm256_permute2f128_ps(u2, u6, 0x20));
-            _mm256_store_ps(o + 3 * PNF, _mm256_permute2f128_ps(u3, u7, 0x20));
-            _mm256_store_ps(o + 4 * PNF, _mm256_permute2f128_ps(u0, u4, 0x31));
-            _mm256_store_ps(o + 5 * PNF, _mm256_permute2f128_ps(u1, u5, 0x31));
-            _mm256_store_ps(o + 6 * PNF, _mm256_permute2f128_ps(u2, u6, 0x31));
-            _mm256_store_ps(o + 7 * PNF, _mm256_permute2f128_ps(u3, u7, 0x31));
+            HG_UNROLL
+            for (int i = 0; i < 8; ++i) _mm256_store_ps(o + i * PNF, v[i]);
         }
         for (int64_t k = kv; k < kc; ++k)
             for (int r = 0; r < 8; ++r) dst[k * PNF + g + r] = g + r < rows ? w_at<T>(W + (g + r) * wrow, k0 + k) : 0.0f;
