@@ -176,6 +176,19 @@ inline __m256i bcast32(const void* p) {
 // ---------------------------------------------------------------------------------------------
 // GEMV row dots: one weight row against MR activation rows; out[m] = dot(w, a_m).
 
+// Quantized GEMV weights are one sequential stream per thread; the hardware prefetcher alone does
+// not run far enough ahead to overlap the DRAM reads with the integer dots (1B model, 2 threads,
+// A/B in one session: Q4_K tg128 +12-36 %, Q8_0 tg64 +20 %), so each block prefetches the bytes
+// kPrefetchAhead further on (past the end of the matrix is harmless: prefetches do not fault).
+// The float rows (4 streams, cheap arithmetic) showed no gain and do without.
+constexpr int kPrefetchAhead = 1024;
+template <int Bytes>
+inline void prefetch_ahead(const void* p) {
+    const char* c = static_cast<const char*>(p) + kPrefetchAhead;
+    HG_UNROLL
+    for (int o = 0; o < Bytes; o += 64) _mm_prefetch(c + o, _MM_HINT_T0);
+}
+
 // Two blocks per step into two accumulators: one FMA chain would bound a 32-block dot by the FMA
 // latency. The float conversions of each block's integer dot are exact (|lane| < 2^24).
 template <int MR>
@@ -185,6 +198,7 @@ void dot_q8_0(const block_q8_0* w, const block_q8_0* const* a, int64_t nb, float
     for (int m = 0; m < MR; ++m) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
     const __m256i ones = _mm256_set1_epi16(1);
     auto step = [&](int64_t b, int u) {
+        prefetch_ahead<sizeof(block_q8_0)>(w + b);
         const __m256i wq = loadu256(w[b].qs);
         const __m256i wa = _mm256_sign_epi8(wq, wq);
         const float dw = _cvtsh_ss(w[b].d);
@@ -211,6 +225,7 @@ void dot_q4_0(const block_q4_0* w, const block_q8_0* const* a, int64_t nb, float
     for (int m = 0; m < MR; ++m) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
     const __m256i ones = _mm256_set1_epi16(1), lo4 = _mm256_set1_epi8(0xF), eight = _mm256_set1_epi8(8);
     auto step = [&](int64_t b, int u) {
+        prefetch_ahead<sizeof(block_q4_0)>(w + b);
         const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].qs));
         // elements 0..15 in the low nibbles, 16..31 in the high nibbles
         const __m256i wq = _mm256_sub_epi8(_mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), lo4), eight);
@@ -257,6 +272,7 @@ void dot_q4_K(const block_q4_K* w, const block_q8_K* const* a, int64_t nb, float
     const __m256i lo4 = _mm256_set1_epi8(0xF);
     const __m128i dup_mins = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
     for (int64_t b = 0; b < nb; ++b) {
+        prefetch_ahead<sizeof(block_q4_K)>(w + b);
         const __m128i scm = q4_K_scales_mins(w[b]);
         // scales as int16 in both 128-bit lanes; shuffle masks broadcast scale j
         const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
@@ -302,6 +318,7 @@ void dot_q6_K(const block_q6_K* w, const block_q8_K* const* a, int64_t nb, float
     for (int m = 0; m < MR; ++m) acc[m] = _mm256_setzero_ps();
     const __m256i lo4 = _mm256_set1_epi8(0xF), three = _mm256_set1_epi8(3);
     for (int64_t b = 0; b < nb; ++b) {
+        prefetch_ahead<sizeof(block_q6_K)>(w + b);
         const __m128i sc8 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[b].scales));
         const float dw = _cvtsh_ss(w[b].d);
         __m256i isum[MR];
