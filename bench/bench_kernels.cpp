@@ -60,17 +60,19 @@ void matmul_args(benchmark::internal::Benchmark* b) {
 }
 BENCHMARK(BM_matmul)->Name("matmul")->Apply(matmul_args);
 
-// args: n_q, n_kv, kv type (F32/F16); Phi-3-mini heads (32 x 96)
+// args: n_q, n_kv, kv type (F32/F16), heads, head_dim, causal. Phi-3-mini: 32 x 96 causal over an
+// F16 KV cache; CLIP ViT-L/14-336: 577 tokens, 16 x 64, bidirectional, F32 K/V.
 void BM_attention(benchmark::State& st) {
     const int64_t n_q = st.range(0), n_kv = st.range(1);
     const auto kt = static_cast<hg::DType>(st.range(2));
     hg::AttentionParams p;
-    p.n_head = 32;
-    p.n_kv_head = 32;
-    p.head_dim = 96;
-    p.scale = 1.0f / std::sqrt(96.0f);
-    p.q_pos0 = n_kv - n_q;
-    const int64_t row = 32 * 96;
+    p.n_head = static_cast<int>(st.range(3));
+    p.n_kv_head = p.n_head;
+    p.head_dim = static_cast<int>(st.range(4));
+    p.causal = st.range(5) != 0;
+    p.scale = 1.0f / std::sqrt((float)p.head_dim);
+    p.q_pos0 = p.causal ? n_kv - n_q : 0;
+    const int64_t row = (int64_t)p.n_head * p.head_dim;
     const auto q = randn(n_q * row, 2), kf = randn(n_kv * row, 3);
     std::vector<uint8_t> k(hg::row_bytes(kt, n_kv * row)), v(k.size());
     hg::quantize_row(kt, kf.data(), k.data(), n_kv * row);
@@ -81,14 +83,20 @@ void BM_attention(benchmark::State& st) {
                                 hg::row_bytes(kt, row), p, pool());
         benchmark::DoNotOptimize(out.data());
     }
+    // visible (query, key) pairs x heads x 2 dot products of head_dim multiply-adds
+    double pairs = 0;
+    for (int64_t i = 0; i < n_q; ++i) pairs += p.causal ? (double)(p.q_pos0 + i + 1) : (double)n_kv;
+    st.counters["GFLOP/s"] = benchmark::Counter(pairs * p.n_head * p.head_dim * 4.0, benchmark::Counter::kIsIterationInvariantRate,
+                                                benchmark::Counter::kIs1000);
     st.SetLabel(hg::dtype_name(kt));
 }
 BENCHMARK(BM_attention)
     ->Name("attention")
-    ->Args({1, 512, (int64_t)hg::DType::F16})
-    ->Args({1, 4096, (int64_t)hg::DType::F16})
-    ->Args({512, 512, (int64_t)hg::DType::F16})
-    ->Args({512, 512, (int64_t)hg::DType::F32})
+    ->Args({1, 512, (int64_t)hg::DType::F16, 32, 96, 1})
+    ->Args({1, 4096, (int64_t)hg::DType::F16, 32, 96, 1})
+    ->Args({512, 512, (int64_t)hg::DType::F16, 32, 96, 1})
+    ->Args({512, 512, (int64_t)hg::DType::F32, 32, 96, 1})
+    ->Args({577, 577, (int64_t)hg::DType::F32, 16, 64, 0})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

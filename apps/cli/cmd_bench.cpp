@@ -120,8 +120,9 @@ int run_models(const BenchOptions& o, const std::string& command) {
     const auto kv = hg::dtype_from_name(o.kv_type);
     HG_CHECK(kv && (*kv == hg::DType::F16 || *kv == hg::DType::F32), "bench: --kv-type must be f16 or f32");
     const auto img_type = hg::dtype_from_name(o.img_type);
-    HG_CHECK(img_type && (*img_type == hg::DType::F16 || *img_type == hg::DType::F32 || *img_type == hg::DType::BF16),
-             "bench: --img-type must be f16, f32 or bf16");
+    HG_CHECK(img_type && (*img_type == hg::DType::F16 || *img_type == hg::DType::F32 || *img_type == hg::DType::BF16 ||
+                          *img_type == hg::DType::Q8_0),
+             "bench: --img-type must be f16, f32, bf16 or q8_0");
     HG_CHECK(o.output == "md" || o.output == "json", "bench: -o must be md or json, not '%s'", o.output.c_str());
     HG_CHECK(o.reps >= 1, "bench: -r must be at least 1");
     HG_CHECK(o.n_prompt >= 1 && o.n_gen >= 1, "bench: -p and -n must be at least 1");
@@ -182,6 +183,7 @@ int run_models(const BenchOptions& o, const std::string& command) {
         } else if (t == "img") {
             results.push_back(hg::bench_vision(o.reps, *img_type, pool));
         } else if (t == "vqgan") {
+            HG_CHECK(*img_type != hg::DType::Q8_0, "bench: the VQGAN test takes float weights (--img-type f16, f32 or bf16)");
             results.push_back(hg::bench_vqgan(o.reps, *img_type, pool));
         }
     }
@@ -213,7 +215,7 @@ HG_COMMAND(bench, "Benchmarks: llama-bench style model tests (-m FILE), kernels 
     app.add_option("-o,--output", o->output, "md or json")->capture_default_str();
     app.add_option("-c,--ctx", o->n_ctx, "KV cache positions to allocate (default: what the test needs)");
     app.add_option("--kv-type", o->kv_type, "KV cache type: f16 or f32")->capture_default_str();
-    app.add_option("--img-type", o->img_type, "weight type of the random vision tower / VQGAN: f16, f32, bf16")
+    app.add_option("--img-type", o->img_type, "weight type of the random vision tower / VQGAN: f16, f32, bf16; q8_0 (vision only: its matrices, as converted Q8_0/Q4_K models store them)")
         ->capture_default_str();
     app.add_flag("--roof", o->roof, "measure the read bandwidth first and report tg as % of the bandwidth roof");
 

@@ -345,7 +345,10 @@ BenchTest bench_vision(int reps, DType weights, ThreadPool& pool) {
         else std::fill(buf.begin(), buf.end(), fill);
         map.add_converted(name, type, shape, buf.data());
     };
-    add(clip_names::kPatchEmbd, {D, 3, cfg.patch_size, cfg.patch_size}, weights, NAN);
+    // The patch embedding is a convolution (float weights only); a quantized tower keeps it F16, as
+    // `healthgpt convert --type q8_0|q4_k` does.
+    const DType conv_type = dtype_info(weights).block_size > 1 ? DType::F16 : weights;
+    add(clip_names::kPatchEmbd, {D, 3, cfg.patch_size, cfg.patch_size}, conv_type, NAN);
     add(clip_names::kClassEmbd, {D}, DType::F32, NAN);
     add(clip_names::kPositionEmbd, {T, D}, DType::F32, NAN);
     add(clip_names::kPreLnWeight, {D}, DType::F32, 1.0f);
