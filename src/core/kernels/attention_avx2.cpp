@@ -214,10 +214,10 @@ inline void scores_6x16(const float* qp, const float* kt, int D, float* S) {
     }
 }
 
-// acc[r][d0 .. d0+8*NV) = acc * alpha[r] + sum_j P[r][j] * v_j[d0 ..] for the 6 rows of a group.
-template <bool F16, int NV>
-inline void update_6(float* acc, int D, const float* P, const float* alpha, int nb, const uint8_t* vr0,
-                     size_t kv_stride, int d0) {
+// acc[r][d0 .. d0+8*NV) = acc * alpha[r] + sum_j P[r][j] * vp[j][d0 ..] for the 6 rows of a group
+// (vp: the block's V rows packed as float, ldv apart).
+template <int NV>
+inline void update_6(float* acc, int D, const float* P, const float* alpha, int nb, const float* vp, int ldv, int d0) {
     __m256 a[kGR][NV];
     HG_UNROLL
     for (int r = 0; r < kGR; ++r) {
@@ -226,10 +226,9 @@ inline void update_6(float* acc, int D, const float* P, const float* alpha, int 
         for (int c = 0; c < NV; ++c) a[r][c] = _mm256_mul_ps(_mm256_loadu_ps(acc + r * D + d0 + 8 * c), al);
     }
     for (int j = 0; j < nb; ++j) {
-        const uint8_t* vr = vr0 + j * kv_stride;
         __m256 v[NV];
         HG_UNROLL
-        for (int c = 0; c < NV; ++c) v[c] = load_kv<F16>(vr, d0 + 8 * c);
+        for (int c = 0; c < NV; ++c) v[c] = _mm256_load_ps(vp + j * ldv + d0 + 8 * c);
         HG_UNROLL
         for (int r = 0; r < kGR; ++r) {
             const __m256 pv = _mm256_broadcast_ss(P + r * kKB + j);
@@ -243,8 +242,21 @@ inline void update_6(float* acc, int D, const float* P, const float* alpha, int 
         for (int c = 0; c < NV; ++c) _mm256_storeu_ps(acc + r * D + d0 + 8 * c, a[r][c]);
 }
 
+// vp[j][0 .. D) = V[key j] as float, rows ldv (D rounded up to 8) apart: the P·V loops then read
+// contiguous, aligned floats instead of one KV-cache row (often its own page) per key.
+template <bool F16>
+void pack_values(float* vp, int ldv, const uint8_t* vb, size_t kv_stride, int nb, int D) {
+    const int D8 = D & ~7;
+    for (int j = 0; j < nb; ++j) {
+        const uint8_t* vr = vb + j * kv_stride;
+        float* dst = vp + j * ldv;
+        for (int d = 0; d < D8; d += 8) _mm256_store_ps(dst + d, load_kv<F16>(vr, d));
+        for (int d = D8; d < D; ++d) dst[d] = kv_at<F16>(vr, d);
+    }
+}
+
 struct TileScratch {
-    std::vector<float> qp, kt, acc;
+    std::vector<float> qp, kt, vp, acc;
 };
 
 // Rows i0 .. i0+nr-1 (nr <= 24) of one head; q: row i0 of that head; out: its output row.
@@ -255,10 +267,13 @@ void attend_tile(float* out, size_t out_row, const float* q, size_t q_stride, in
     const int ng = (nr + kGR - 1) / kGR;
     const int rows = ng * kGR;  // rows past nr: zero queries, results dropped
     if (ts.qp.size() < (size_t)rows * D) ts.qp.resize((size_t)rows * D);
+    const int ldv = (D + 7) & ~7;
     if (ts.kt.size() < (size_t)D * kKB + 8) ts.kt.resize((size_t)D * kKB + 8);
+    if (ts.vp.size() < (size_t)kKB * ldv + 8) ts.vp.resize((size_t)kKB * ldv + 8);
     if (ts.acc.size() < (size_t)rows * D) ts.acc.resize((size_t)rows * D);
     float* qp = ts.qp.data();
     float* kt = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(ts.kt.data()) + 31) & ~uintptr_t(31));
+    float* vp = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(ts.vp.data()) + 31) & ~uintptr_t(31));
     float* acc = ts.acc.data();
     for (int g = 0; g < ng; ++g)
         for (int r = 0; r < kGR; ++r) {
@@ -315,17 +330,17 @@ void attend_tile(float* out, size_t out_row, const float* q, size_t q_stride, in
             l[r] = l[r] * alpha[r] + hsum(lsum);
             m[r] = m_new;
         }
-        const uint8_t* vr0 = vb + jb * kv_stride;
+        pack_values<F16>(vp, ldv, vb + jb * kv_stride, kv_stride, nb, D);
         for (int g = 0; g < ng; ++g) {
             float* ag = acc + (size_t)g * kGR * D;
             const float* Pg = S + g * kGR * kKB;
             const float* al = alpha + g * kGR;
-            for (int d0 = 0; d0 < D16; d0 += 16) update_6<F16, 2>(ag, D, Pg, al, nb, vr0, kv_stride, d0);
-            if (D8 > D16) update_6<F16, 1>(ag, D, Pg, al, nb, vr0, kv_stride, D16);
+            for (int d0 = 0; d0 < D16; d0 += 16) update_6<2>(ag, D, Pg, al, nb, vp, ldv, d0);
+            if (D8 > D16) update_6<1>(ag, D, Pg, al, nb, vp, ldv, D16);
             for (int d = D8; d < D; ++d)
                 for (int r = 0; r < kGR; ++r) {
                     float t = ag[r * D + d] * al[r];
-                    for (int j = 0; j < nb; ++j) t += Pg[r * kKB + j] * kv_at<F16>(vr0 + j * kv_stride, d);
+                    for (int j = 0; j < nb; ++j) t += Pg[r * kKB + j] * vp[j * ldv + d];
                     ag[r * D + d] = t;
                 }
         }
