@@ -262,6 +262,36 @@ inline __m128i q4_K_scales_mins(const block_q4_K& blk) {
     return _mm_or_si128(lo, hi);
 }
 
+// A Q4_K super-block's scales ready for the dots: the 6-bit scales as int16 in both 128-bit lanes
+// (shuffle masks broadcast scale j), the mins duplicated per pair of 16-sums (m0 m0 m1 m1 ...),
+// d and dmin broadcast.
+struct Q4KScales {
+    __m256i sc16, mins16;
+    __m256 dw, dminw;
+};
+inline Q4KScales q4_K_decode(const block_q4_K& blk) {
+    const __m128i dup_mins = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    const __m128i scm = q4_K_scales_mins(blk);
+    // d and dmin are adjacent halves: one conversion for both
+    int32_t ddm;
+    std::memcpy(&ddm, &blk.d, 4);
+    const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128(ddm));
+    return {_mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm)), _mm256_cvtepu8_epi16(_mm_shuffle_epi8(scm, dup_mins)),
+            _mm256_broadcastss_ps(dd), _mm256_broadcastss_ps(_mm_movehdup_ps(dd))};
+}
+
+// The integer dot of quants j (64 values: 32 bytes of nibbles) with activations aq[0..63]: low
+// nibbles x aq[0..31] scaled by sub-block 2j, high nibbles x aq[32..63] by sub-block 2j+1.
+inline __m256i q4_K_dot64(const uint8_t* qs, __m256i a0, __m256i a1, __m256i sc16, int j) {
+    const __m256i lo4 = _mm256_set1_epi8(0xF);
+    const __m256i q = loadu256(qs);
+    const __m256i ql = _mm256_and_si256(q, lo4), qh = _mm256_and_si256(_mm256_srli_epi16(q, 4), lo4);
+    const __m256i s0 = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((int16_t)((4 * j + 1) << 8 | (4 * j))));
+    const __m256i s1 = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((int16_t)((4 * j + 3) << 8 | (4 * j + 2))));
+    return _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(ql, a0), s0),
+                            _mm256_madd_epi16(_mm256_maddubs_epi16(qh, a1), s1));
+}
+
 // Per super-block: integer dots scaled per sub-block (madd with the 6-bit scale), the mins
 // term as madd(bsums, mins duplicated per pair of 16-sums); both accumulated as float vectors.
 template <int MR>
@@ -269,42 +299,26 @@ void dot_q4_K(const block_q4_K* w, const block_q8_K* const* a, int64_t nb, float
     __m256 acc[MR], accm[MR];
     HG_UNROLL
     for (int m = 0; m < MR; ++m) acc[m] = accm[m] = _mm256_setzero_ps();
-    const __m256i lo4 = _mm256_set1_epi8(0xF);
-    const __m128i dup_mins = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
     for (int64_t b = 0; b < nb; ++b) {
         prefetch_ahead<sizeof(block_q4_K)>(w + b);
-        const __m128i scm = q4_K_scales_mins(w[b]);
-        // scales as int16 in both 128-bit lanes; shuffle masks broadcast scale j
-        const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
-        const __m256i mins16 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(scm, dup_mins));  // m0 m0 m1 m1 ...
-        // d and dmin are adjacent halves: one conversion for both
-        int32_t ddm;
-        std::memcpy(&ddm, &w[b].d, 4);
-        const __m128 dd = _mm_cvtph_ps(_mm_cvtsi32_si128(ddm));
-        const __m256 dw = _mm256_broadcastss_ps(dd), dminw = _mm256_broadcastss_ps(_mm_movehdup_ps(dd));
+        const Q4KScales sc = q4_K_decode(w[b]);
         __m256i isum[MR];
         HG_UNROLL
         for (int m = 0; m < MR; ++m) isum[m] = _mm256_setzero_si256();
         HG_UNROLL
         for (int j = 0; j < 4; ++j) {
-            const __m256i q = loadu256(w[b].qs + 32 * j);
-            const __m256i ql = _mm256_and_si256(q, lo4), qh = _mm256_and_si256(_mm256_srli_epi16(q, 4), lo4);
-            const __m256i s0 = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((int16_t)((4 * j + 1) << 8 | (4 * j))));
-            const __m256i s1 = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((int16_t)((4 * j + 3) << 8 | (4 * j + 2))));
             HG_UNROLL
             for (int m = 0; m < MR; ++m) {
                 const int8_t* aq = a[m][b].qs + 64 * j;
-                const __m256i p0 = _mm256_maddubs_epi16(ql, loadu256(aq));
-                const __m256i p1 = _mm256_maddubs_epi16(qh, loadu256(aq + 32));
-                isum[m] = _mm256_add_epi32(isum[m], _mm256_add_epi32(_mm256_madd_epi16(p0, s0), _mm256_madd_epi16(p1, s1)));
+                isum[m] = _mm256_add_epi32(isum[m], q4_K_dot64(w[b].qs + 32 * j, loadu256(aq), loadu256(aq + 32), sc.sc16, j));
             }
         }
         HG_UNROLL
         for (int m = 0; m < MR; ++m) {
             const __m256 da = _mm256_broadcast_ss(&a[m][b].d);
-            const __m256i pm = _mm256_madd_epi16(loadu256(a[m][b].bsums), mins16);
-            acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[m]), _mm256_mul_ps(dw, da), acc[m]);
-            accm[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(pm), _mm256_mul_ps(dminw, da), accm[m]);
+            const __m256i pm = _mm256_madd_epi16(loadu256(a[m][b].bsums), sc.mins16);
+            acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[m]), _mm256_mul_ps(sc.dw, da), acc[m]);
+            accm[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(pm), _mm256_mul_ps(sc.dminw, da), accm[m]);
         }
     }
     HG_UNROLL
