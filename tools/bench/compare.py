@@ -6,7 +6,9 @@ scripts/bench-vs-llamacpp.sh collects (one object per engine run, as printed by
 Repetitions of all rounds are pooled per (engine, model, test); the table shows mean ± sample
 standard deviation of tokens/s and the ratio of the means (healthgpt / llama.cpp). For tg it also
 shows the share of the bandwidth roof: weight bytes read per token x tokens/s / the read
-bandwidth that `healthgpt bench --roof` measured in the same run (mean over its rounds).
+bandwidth that `healthgpt bench --roof` measured in the same run: the mean of all its
+measurements (one per model and round). A single measurement swings by +-15 % on a shared
+virtual machine, so one model's own would make its share a coin toss.
 Standard library only.
 """
 import collections
@@ -51,7 +53,8 @@ def main() -> int:
     print("|---|---|---|---:|---:|---:|---:|---:|")
     for model in models:
         typ, wbytes = info.get(model, ("?", 0))
-        bw = statistics.fmean(gbps[model]) if gbps[model] else 0
+        all_bw = [b for v in gbps.values() for b in v]
+        bw = statistics.fmean(all_bw) if all_bw else 0
         tests = sorted({k[1] for k in tps if k[0] == model}, key=lambda t: (t[:2] != "pp", t))
         for test in tests:
             ours, theirs = tps.get((model, test, "healthgpt"), []), tps.get((model, test, "llama.cpp"), [])
