@@ -198,15 +198,8 @@ inline void scores_6x16(const float* qp, const float* kt, int D, float* S) {
     __m256 a[kGR][2];
     HG_UNROLL
     for (int r = 0; r < kGR; ++r) a[r][0] = a[r][1] = _mm256_setzero_ps();
-    for (int d = 0; d < D; ++d) {
-        const __m256 k0 = _mm256_load_ps(kt + d * kKB), k1 = _mm256_load_ps(kt + d * kKB + 8);
-        HG_UNROLL
-        for (int r = 0; r < kGR; ++r) {
-            const __m256 qv = _mm256_broadcast_ss(qp + d * kGR + r);
-            a[r][0] = _mm256_fmadd_ps(qv, k0, a[r][0]);
-            a[r][1] = _mm256_fmadd_ps(qv, k1, a[r][1]);
-        }
-    }
+    static_assert(kGR == 6, "fma_rows_x16 takes queries packed in groups of 6");
+    fma_rows_x16<kGR>(qp, kt, kKB, D, a);
     HG_UNROLL
     for (int r = 0; r < kGR; ++r) {
         _mm256_store_ps(S + r * kKB, a[r][0]);

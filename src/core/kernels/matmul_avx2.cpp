@@ -873,16 +873,8 @@ void kernel_float(const float* panel, const float* xp, int64_t kc, float* y, int
     __m256 acc[MR][2];
     HG_UNROLL
     for (int m = 0; m < MR; ++m) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
-#pragma GCC unroll 4
-    for (int64_t k = 0; k < kc; ++k) {
-        const __m256 w0 = _mm256_load_ps(panel + k * PNF), w1 = _mm256_load_ps(panel + k * PNF + 8);
-        HG_UNROLL
-        for (int m = 0; m < MR; ++m) {
-            const __m256 xv = _mm256_broadcast_ss(xp + k * MRF + m);
-            acc[m][0] = _mm256_fmadd_ps(xv, w0, acc[m][0]);
-            acc[m][1] = _mm256_fmadd_ps(xv, w1, acc[m][1]);
-        }
-    }
+    static_assert(MRF == 6, "fma_rows_x16 takes activations packed in groups of 6");
+    fma_rows_x16<MR>(xp, panel, PNF, kc, acc);
     HG_UNROLL
     for (int m = 0; m < MR; ++m) {
         float* ym = y + m * ldy;

@@ -60,6 +60,23 @@ inline void transpose8_ps(__m256 v[8]) {
     v[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
+// The float GEMM micro-kernel (matmul, attention): acc[m][0..1] += sum_k a[k][m] * b[k][0..15] for
+// k < n, m < MR. a: 6 floats per k (rows packed k-major in groups of 6); b: 16 floats per k, ldb
+// apart, 32-byte aligned. 12 accumulators, 2 loads of b and MR broadcasts per k.
+template <int MR>
+inline void fma_rows_x16(const float* a, const float* b, int64_t ldb, int64_t n, __m256 acc[][2]) {
+#pragma GCC unroll 4
+    for (int64_t k = 0; k < n; ++k) {
+        const __m256 b0 = _mm256_load_ps(b + k * ldb), b1 = _mm256_load_ps(b + k * ldb + 8);
+        HG_UNROLL
+        for (int m = 0; m < MR; ++m) {
+            const __m256 av = _mm256_broadcast_ss(a + k * 6 + m);
+            acc[m][0] = _mm256_fmadd_ps(av, b0, acc[m][0]);
+            acc[m][1] = _mm256_fmadd_ps(av, b1, acc[m][1]);
+        }
+    }
+}
+
 inline __m256 abs_ps(__m256 v) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v); }
 
 // 8 halfs / bfloat16s -> 8 floats (exact).
