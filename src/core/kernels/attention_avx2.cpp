@@ -196,8 +196,6 @@ void pack_keys_t(float* kt, const uint8_t* kb, size_t kv_stride, int nb, int D) 
 // S[r][c0 .. c0+15] = sum_d qp[d][r] * kt[d][c0 ..] for the 6 rows of a group (S rows kKB apart).
 inline void scores_6x16(const float* qp, const float* kt, int D, float* S) {
     __m256 a[kGR][2];
-    HG_UNROLL
-    for (int r = 0; r < kGR; ++r) a[r][0] = a[r][1] = _mm256_setzero_ps();
     static_assert(kGR == 6, "fma_rows_x16 takes queries packed in groups of 6");
     fma_rows_x16<kGR>(qp, kt, kKB, D, a);
     HG_UNROLL

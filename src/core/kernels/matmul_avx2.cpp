@@ -871,8 +871,6 @@ template <int MR>
 void kernel_float(const float* panel, const float* xp, int64_t kc, float* y, int64_t ldy, int cols, bool accumulate,
                   const float* bias) {
     __m256 acc[MR][2];
-    HG_UNROLL
-    for (int m = 0; m < MR; ++m) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
     static_assert(MRF == 6, "fma_rows_x16 takes activations packed in groups of 6");
     fma_rows_x16<MR>(xp, panel, PNF, kc, acc);
     HG_UNROLL

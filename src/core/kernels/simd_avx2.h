@@ -60,11 +60,13 @@ inline void transpose8_ps(__m256 v[8]) {
     v[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
 }
 
-// The float GEMM micro-kernel (matmul, attention): acc[m][0..1] += sum_k a[k][m] * b[k][0..15] for
+// The float GEMM micro-kernel (matmul, attention): acc[m][0..1] = sum_k a[k][m] * b[k][0..15] for
 // k < n, m < MR. a: 6 floats per k (rows packed k-major in groups of 6); b: 16 floats per k, ldb
 // apart, 32-byte aligned. 12 accumulators, 2 loads of b and MR broadcasts per k.
 template <int MR>
 inline void fma_rows_x16(const float* a, const float* b, int64_t ldb, int64_t n, __m256 acc[][2]) {
+    HG_UNROLL
+    for (int m = 0; m < MR; ++m) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
 #pragma GCC unroll 4
     for (int64_t k = 0; k < n; ++k) {
         const __m256 b0 = _mm256_load_ps(b + k * ldb), b1 = _mm256_load_ps(b + k * ldb + 8);
