@@ -294,28 +294,12 @@ TEST(TokenizerFile, GgufArraysPhi3) {
     EXPECT_EQ(v.model_size, 32000);
     const Tokenizer tok(v);
     // llama.cpp's vectors (no BOS) with the fast semantics llama.cpp reproduces
-    const std::string in = hgtest::read_text(hgtest::tok_data("phi3/ggml-vocab-phi-3.gguf.inp"));
-    const std::string out = hgtest::read_text(hgtest::tok_data("phi3/ggml-vocab-phi-3.gguf.out"));
-    size_t pos = 0, opos = 0;
-    int n = 0, bad = 0;
-    const std::string sep = "\n__ggml_vocab_test__\n";
-    while (true) {
-        const size_t k = in.find(sep, pos);
-        const std::string text = in.substr(pos, k == std::string::npos ? std::string::npos : k - pos);
-        const size_t e = out.find('\n', opos);
-        const std::string line = out.substr(opos, e == std::string::npos ? std::string::npos : e - opos);
-        std::vector<int32_t> want;
-        for (size_t p = 0; p < line.size();) {
-            if (line[p] == ' ') { ++p; continue; }
-            want.push_back(std::stoi(line.substr(p)));
-            while (p < line.size() && line[p] != ' ') ++p;
-        }
-        bad += tok.encode(text, {Semantics::fast, false}) != want;
-        ++n;
-        if (k == std::string::npos || e == std::string::npos) break;
-        pos = k + sep.size();
-        opos = e + 1;
-    }
+    const auto cases = hgtest::read_llamacpp_vocab_vectors(hgtest::tok_data("phi3/ggml-vocab-phi-3.gguf.inp"),
+                                                           hgtest::tok_data("phi3/ggml-vocab-phi-3.gguf.out"));
+    const int n = static_cast<int>(cases.size());
+    int bad = 0;
+    for (const auto& c : cases) bad += tok.encode(c.text, {Semantics::fast, false}) != c.ids;
+    EXPECT_EQ(n, 46);
     std::printf("    GGUF Phi-3 vocabulary: %d llama.cpp vectors, %d mismatches\n", n, bad);
     EXPECT_EQ(bad, 0);
     // With Phi-3's tokenizer_config stored beside the arrays, the slow (HealthGPT) path matches too.

@@ -17,6 +17,7 @@
 using namespace hg::text;
 using hgtest::ids_of;
 using hgtest::show_ids;
+using hgtest::Tally;
 
 namespace {
 
@@ -37,17 +38,6 @@ const VocabCase kVocabs[] = {
 };
 
 void PrintTo(const VocabCase& c, std::ostream* os) { *os << c.name; }
-
-struct Tally {
-    const char* what;
-    int bad = 0, total = 0;
-    void check(bool ok, const std::function<std::string()>& detail) {
-        ++total;
-        if (ok) return;
-        if (++bad <= 8) ADD_FAILURE() << what << ": " << detail();
-    }
-    ~Tally() { std::printf("    %-30s %5d / %5d mismatches\n", what, bad, total); }
-};
 
 // write_tokenizer -> file -> GGUFFile::open -> load_tokenizer.
 Tokenizer round_trip(const Vocab& v, int64_t n_rows, const std::string& tag, std::unique_ptr<hg::GGUFFile>* keep = nullptr) {
@@ -155,29 +145,11 @@ TEST(GgufTokenizer, LlamaCppPhi3FileDropsPadding) {
     const Tokenizer tok = load_tokenizer(*f);
     EXPECT_EQ(tok.size(), 32011);
     EXPECT_EQ(tok.token_to_id("<|user|>"), 32010);
-    const std::string in = hgtest::read_text(hgtest::tok_data("phi3/ggml-vocab-phi-3.gguf.inp"));
-    const std::string out = hgtest::read_text(hgtest::tok_data("phi3/ggml-vocab-phi-3.gguf.out"));
-    size_t pos = 0, opos = 0;
-    int n = 0, bad = 0;
-    const std::string sep = "\n__ggml_vocab_test__\n";
-    while (true) {
-        const size_t k = in.find(sep, pos);
-        const size_t e = out.find('\n', opos);
-        const std::string text = in.substr(pos, k == std::string::npos ? std::string::npos : k - pos);
-        const std::string line = out.substr(opos, e == std::string::npos ? std::string::npos : e - opos);
-        std::vector<int32_t> want;
-        for (size_t p = 0; p < line.size();) {
-            if (line[p] == ' ') { ++p; continue; }
-            want.push_back(std::stoi(line.substr(p)));
-            while (p < line.size() && line[p] != ' ') ++p;
-        }
-        bad += tok.encode(text, {Semantics::fast, false}) != want;
-        ++n;
-        if (k == std::string::npos || e == std::string::npos) break;
-        pos = k + sep.size();
-        opos = e + 1;
-        if (pos >= in.size()) break;  // every case ends with the separator: nothing after the last one
-    }
+    const auto cases = hgtest::read_llamacpp_vocab_vectors(hgtest::tok_data("phi3/ggml-vocab-phi-3.gguf.inp"),
+                                                           hgtest::tok_data("phi3/ggml-vocab-phi-3.gguf.out"));
+    const int n = static_cast<int>(cases.size());
+    int bad = 0;
+    for (const auto& c : cases) bad += tok.encode(c.text, {Semantics::fast, false}) != c.ids;
     EXPECT_EQ(n, 46);
     EXPECT_EQ(bad, 0);
 }

@@ -4,7 +4,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -83,6 +88,52 @@ inline hg::text::Vocab phi4_from_tiktoken() {
 }
 inline hg::text::Vocab qwen2_from_json() {
     return hg::text::load_vocab(tok_data("qwen2/tokenizer.json"));  // tokenizer_config.json beside it is applied
+}
+
+// Counts mismatches, printing the first few.
+struct Tally {
+    const char* what;
+    int bad = 0, total = 0;
+    void check(bool ok, const std::function<std::string()>& detail) {
+        ++total;
+        if (ok) return;
+        if (++bad <= 8) ADD_FAILURE() << what << ": " << detail();
+    }
+    ~Tally() { std::printf("    %-30s %5d / %5d mismatches\n", what, bad, total); }
+};
+
+// llama.cpp's tokenizer test vectors (`ggml-vocab-*.gguf.inp` / `.out`): the input texts, each
+// followed by "\n__ggml_vocab_test__\n", and one line of space-separated token ids per text.
+struct VocabVector {
+    std::string text;
+    std::vector<int32_t> ids;
+};
+inline std::vector<VocabVector> read_llamacpp_vocab_vectors(const std::filesystem::path& inp,
+                                                            const std::filesystem::path& out_path) {
+    const std::string in = read_text(inp), out = read_text(out_path);
+    const std::string sep = "\n__ggml_vocab_test__\n";
+    std::vector<VocabVector> cases;
+    size_t pos = 0, opos = 0;
+    while (pos < in.size()) {  // every case ends with the separator: nothing after the last one
+        const size_t k = in.find(sep, pos);
+        const size_t e = out.find('\n', opos);
+        VocabVector c;
+        c.text = in.substr(pos, k == std::string::npos ? std::string::npos : k - pos);
+        const std::string line = out.substr(opos, e == std::string::npos ? std::string::npos : e - opos);
+        for (size_t p = 0; p < line.size();) {
+            if (line[p] == ' ') {
+                ++p;
+                continue;
+            }
+            c.ids.push_back(std::stoi(line.substr(p)));
+            while (p < line.size() && line[p] != ' ') ++p;
+        }
+        cases.push_back(std::move(c));
+        if (k == std::string::npos || e == std::string::npos) break;
+        pos = k + sep.size();
+        opos = e + 1;
+    }
+    return cases;
 }
 
 }  // namespace hgtest

@@ -14,6 +14,7 @@
 using namespace hg::text;
 using hgtest::ids_of;
 using hgtest::show_ids;
+using hgtest::Tally;
 
 namespace {
 
@@ -30,18 +31,6 @@ const VocabCase kVocabs[] = {
     {"phi4_json", "cl100k", "tokenizers/cl100k/tokenizer.json", [] { return hgtest::phi4_from_json(); }},
     {"phi4_tiktoken", "cl100k", "tokenizers/cl100k/cl100k_base.tiktoken", [] { return hgtest::phi4_from_tiktoken(); }},
     {"qwen2_json", "qwen2", "tokenizers/qwen2/tokenizer.json", [] { return hgtest::qwen2_from_json(); }},
-};
-
-// Counts mismatches, printing the first few.
-struct Tally {
-    const char* what;
-    int bad = 0, total = 0;
-    void check(bool ok, const std::function<std::string()>& detail) {
-        ++total;
-        if (ok) return;
-        if (++bad <= 8) ADD_FAILURE() << what << ": " << detail();
-    }
-    ~Tally() { std::printf("    %-28s %5d / %5d mismatches\n", what, bad, total); }
 };
 
 void PrintTo(const VocabCase& c, std::ostream* os) { *os << c.name; }
@@ -187,37 +176,14 @@ TEST(Tokenizer, LlamaCppVectors) {
             continue;
         }
         const Tokenizer tok(s.load());
-        const std::string in = hgtest::read_text(inp);
-        const std::string out = hgtest::read_text(hgtest::tok_data(std::string(s.dir) + "/" + s.stem + ".out"));
-        std::vector<std::string> texts;
-        const std::string sep = "\n__ggml_vocab_test__\n";
-        for (size_t pos = 0;;) {
-            const size_t k = in.find(sep, pos);
-            texts.push_back(in.substr(pos, k == std::string::npos ? std::string::npos : k - pos));
-            if (k == std::string::npos) break;
-            pos = k + sep.size();
-        }
-        std::vector<std::string> lines;
-        for (size_t pos = 0; pos <= out.size();) {
-            const size_t k = out.find('\n', pos);
-            lines.push_back(out.substr(pos, k == std::string::npos ? std::string::npos : k - pos));
-            if (k == std::string::npos) break;
-            pos = k + 1;
-        }
-        ASSERT_GE(lines.size(), texts.size());
+        const auto cases = hgtest::read_llamacpp_vocab_vectors(inp, hgtest::tok_data(std::string(s.dir) + "/" + s.stem + ".out"));
+        ASSERT_GE(cases.size(), 40u);
         int bad = 0;
-        for (size_t i = 0; i < texts.size(); ++i) {
-            std::vector<int32_t> want;
-            for (size_t pos = 0; pos < lines[i].size();) {
-                while (pos < lines[i].size() && lines[i][pos] == ' ') ++pos;
-                if (pos >= lines[i].size()) break;
-                want.push_back(std::stoi(lines[i].substr(pos)));
-                while (pos < lines[i].size() && lines[i][pos] != ' ') ++pos;
-            }
-            const auto got = tok.encode(texts[i], {Semantics::fast, /*add_special_tokens=*/false});
-            if (got != want && ++bad <= 5) ADD_FAILURE() << s.dir << " " << nlohmann::json(texts[i]).dump() << " got " << show_ids(got) << " want " << show_ids(want);
+        for (const auto& c : cases) {
+            const auto got = tok.encode(c.text, {Semantics::fast, /*add_special_tokens=*/false});
+            if (got != c.ids && ++bad <= 5) ADD_FAILURE() << s.dir << " " << nlohmann::json(c.text).dump() << " got " << show_ids(got) << " want " << show_ids(c.ids);
         }
-        std::printf("    %s: %zu llama.cpp vectors, %d mismatches\n", s.dir, texts.size(), bad);
+        std::printf("    %s: %zu llama.cpp vectors, %d mismatches\n", s.dir, cases.size(), bad);
         EXPECT_EQ(bad, 0);
     }
 }
