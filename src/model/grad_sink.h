@@ -6,7 +6,11 @@
 // computed at all (only the gradient flowing through it, if an earlier op needs one). Gradient
 // buffers are float32, the weight's shape, and accumulate (+=), as in core/ops_backward.h.
 #pragma once
+#include <string>
 #include <unordered_map>
+#include <vector>
+
+#include "core/tensor.h"
 
 namespace hg {
 
@@ -16,6 +20,17 @@ public:
     // The gradient buffer of the weight whose values start at `weight_data`, or nullptr (frozen).
     virtual float* find(const void* weight_data) const = 0;
 };
+
+// One parameter of a component as its backward sees it: the GGUF tensor name it was bound from
+// and a view of the memory the forward reads. Norm weights and biases that a component copied to
+// float32 at load are F32 views of those copies. The trainer keys its gradient buffers by
+// `value.data` and, after each optimiser step, makes sure this memory holds the new values (it is
+// the parameter store's own buffer, or a copy the trainer refreshes).
+struct ParamRef {
+    std::string name;
+    Tensor value;
+};
+using ParamRefs = std::vector<ParamRef>;
 
 // A sink over an explicit map (tests, small tools): weight data pointer -> gradient buffer.
 class MapGradSink final : public GradSink {
