@@ -252,13 +252,23 @@ namespace {
 
 class HLoraLinear final : public LinearAdapter {
 public:
-    explicit HLoraLinear(const HLoraWeights* w) : w_(w) {}
+    HLoraLinear(const HLoraWeights* w, std::string prefix) : w_(w), prefix_(std::move(prefix)) {}
     void apply(float* y, const float* x, int64_t M, Arena& arena, ThreadPool& pool, const Kernels& k) const override {
         hlora_add(y, x, M, *w_, arena, pool, k);
+    }
+    void backward(float* dx, const float* dy, const float* x, int64_t M, const GradSink* sink, ThreadPool& pool,
+                  const Kernels& k, const BackwardKernels& bk) const override {
+        hlora_backward(dx, dy, x, M, *w_, sink, pool, k, bk);
+    }
+    ParamRefs parameters() const override {
+        return {{prefix_ + "." + plugin_names::kA, w_->A},
+                {prefix_ + "." + plugin_names::kB, w_->B},
+                {prefix_ + "." + plugin_names::kRoute, w_->route}};
     }
 
 private:
     const HLoraWeights* w_;
+    std::string prefix_;
 };
 
 constexpr int kLinearKinds = 9;
@@ -292,7 +302,8 @@ std::unique_ptr<AdapterSet> hlora_adapters(const HLoraPlugin& plugin, const Deco
             if (!w) continue;
             const std::string what = "blk." + std::to_string(l) + "." + linear_kind_name(kind);
             w->check_fits(lin->weight, plugin.origin() + ": " + what + " of " + decoder.source());
-            set->by_layer[l][(size_t)kind] = std::make_unique<HLoraLinear>(w);
+            set->by_layer[l][(size_t)kind] = std::make_unique<HLoraLinear>(w, "blk." + std::to_string(l) + "." +
+                                                                                   linear_kind_name(kind));
             ++bound;
         }
     }
@@ -369,6 +380,342 @@ std::shared_ptr<const Decoder> with_mean_rows(std::shared_ptr<const Decoder> bas
     const std::vector<int32_t> stops = base->stop_ids();
     std::shared_ptr<const void> storage = base;  // keeps the base (and its mapped file) alive
     return std::make_shared<const Decoder>(hp, std::move(w), storage, src, stops);
+}
+
+}  // namespace hg
+
+// =============================================================================================
+// Training: forward with checkpointed block inputs, the loss head, and the backward of both.
+// The block reads like forward() above; its backward runs the same steps in reverse.
+
+namespace hg {
+
+namespace {
+
+Tensor f32_view(const std::vector<float>& v) {
+    return Tensor::view(DType::F32, {(int64_t)v.size()}, const_cast<float*>(v.data()));
+}
+
+AttentionParams train_attention_params(const DecoderHParams& hp) {
+    AttentionParams ap;
+    ap.n_head = (int)hp.n_head;
+    ap.n_kv_head = (int)hp.n_head_kv;
+    ap.head_dim = (int)hp.head_dim;
+    ap.scale = 1.0f / std::sqrt((float)hp.head_dim);
+    ap.causal = true;
+    ap.q_pos0 = 0;
+    ap.window = hp.sliding_window > 0 ? hp.sliding_window + 1 : 0;
+    return ap;
+}
+
+}  // namespace
+
+ParamRefs Decoder::parameters() const {
+    ParamRefs p;
+    p.push_back({"token_embd.weight", w_.token_embd});
+    for (size_t l = 0; l < w_.layers.size(); ++l) {
+        const DecoderLayer& L = w_.layers[l];
+        const std::string blk = "blk." + std::to_string(l) + ".";
+        p.push_back({blk + "attn_norm.weight", f32_view(L.attn_norm)});
+        const std::pair<LinearKind, const Linear*> linears[] = {
+            {LinearKind::AttnQKV, &L.qkv},   {LinearKind::AttnQ, &L.q},         {LinearKind::AttnK, &L.k},
+            {LinearKind::AttnV, &L.v},       {LinearKind::AttnOutput, &L.o},    {LinearKind::FfnGateUp, &L.gate_up},
+            {LinearKind::FfnGate, &L.gate},  {LinearKind::FfnUp, &L.up},        {LinearKind::FfnDown, &L.down},
+        };
+        for (const auto& [kind, lin] : linears) {
+            if (!lin->present()) continue;
+            p.push_back({blk + linear_kind_name(kind) + ".weight", lin->weight});
+            if (!lin->bias.empty()) p.push_back({blk + linear_kind_name(kind) + ".bias", f32_view(lin->bias)});
+        }
+        p.push_back({blk + "ffn_norm.weight", f32_view(L.ffn_norm)});
+    }
+    p.push_back({"output_norm.weight", f32_view(w_.output_norm)});
+    if (w_.output.data != w_.token_embd.data) p.push_back({"output.weight", w_.output});
+    if (w_.shared_from >= 0) {  // the one row every extended id shares (with_mean_rows)
+        p.push_back({"healthgpt.shared_embd", f32_view(w_.shared_embd)});
+        p.push_back({"healthgpt.shared_output", f32_view(w_.shared_output)});
+    }
+    return p;
+}
+
+// One block's activations, [n_tok, ...] row-major; q and k are after RoPE.
+struct Decoder::BlockActs {
+    std::vector<float> xn1, qkv, att, lse, x1, xn2, gu, act, tmp;
+    float *q = nullptr, *k = nullptr, *v = nullptr;
+    size_t q_stride = 0, kv_stride = 0;
+};
+
+void Decoder::block_train(int64_t l, const float* x_in, float* x_out, int64_t n_tok, BlockActs& a, Arena& arena,
+                          ThreadPool& pool, const Kernels& K, const BackwardKernels& BK,
+                          const AdapterSet* adapters) const {
+    const DecoderHParams& hp = hp_;
+    const DecoderLayer& L = w_.layers[(size_t)l];
+    const int64_t T = n_tok, E = hp.n_embd, I = hp.n_ff, QD = hp.q_dim(), KVD = hp.kv_dim(), D = hp.head_dim;
+    const int64_t qkv_w = QD + 2 * KVD;
+    arena.reset();  // adapter scratch only
+    a.xn1.resize((size_t)(T * E));
+    a.qkv.resize((size_t)(T * qkv_w));
+    a.att.resize((size_t)(T * QD));
+    a.lse.resize((size_t)(hp.n_head * T));
+    a.x1.resize((size_t)(T * E));
+    a.xn2.resize((size_t)(T * E));
+    a.gu.resize((size_t)(T * 2 * I));
+    a.act.resize((size_t)(T * I));
+    a.tmp.resize((size_t)(T * E));
+    std::vector<int32_t> pos((size_t)T);
+    for (int64_t i = 0; i < T; ++i) pos[(size_t)i] = (int32_t)i;
+
+    // --- x1 = x + o_proj(attn(rope(q), rope(k), v)),  q|k|v = qkv_proj(input_layernorm(x))
+    K.rmsnorm(a.xn1.data(), x_in, L.attn_norm.data(), T, E, hp.rms_eps);
+    if (L.qkv.present()) {
+        linear(a.qkv.data(), a.xn1.data(), T, L.qkv, l, LinearKind::AttnQKV, arena, pool, K, adapters);
+        a.q = a.qkv.data();
+        a.k = a.q + QD;
+        a.v = a.q + QD + KVD;
+        a.q_stride = a.kv_stride = (size_t)qkv_w;
+    } else {  // q [T, QD], k [T, KVD], v [T, KVD], one after another
+        a.q = a.qkv.data();
+        a.k = a.q + T * QD;
+        a.v = a.k + T * KVD;
+        a.q_stride = (size_t)QD;
+        a.kv_stride = (size_t)KVD;
+        linear(a.q, a.xn1.data(), T, L.q, l, LinearKind::AttnQ, arena, pool, K, adapters);
+        linear(a.k, a.xn1.data(), T, L.k, l, LinearKind::AttnK, arena, pool, K, adapters);
+        linear(a.v, a.xn1.data(), T, L.v, l, LinearKind::AttnV, arena, pool, K, adapters);
+    }
+    rope_forward(a.q, T, a.q_stride, (int)hp.n_head, (int)D, (int)hp.n_rot, pos.data(), hp.rope_theta, hp.rope_mode,
+                 nullptr, 1.0f);
+    rope_forward(a.k, T, a.kv_stride, (int)hp.n_head_kv, (int)D, (int)hp.n_rot, pos.data(), hp.rope_theta,
+                 hp.rope_mode, nullptr, 1.0f);
+    const AttentionParams ap = train_attention_params(hp);
+    BK.attention_forward(a.att.data(), a.lse.data(), a.q, a.q_stride, a.k, a.v, a.kv_stride, T, ap, pool);
+    linear(a.tmp.data(), a.att.data(), T, L.o, l, LinearKind::AttnOutput, arena, pool, K, adapters);
+    K.add(a.x1.data(), x_in, a.tmp.data(), T * E);
+
+    // --- x_out = x1 + down_proj(silu(gate) * up),  gate|up from post_attention_layernorm(x1)
+    K.rmsnorm(a.xn2.data(), a.x1.data(), L.ffn_norm.data(), T, E, hp.rms_eps);
+    if (L.gate_up.present()) {
+        linear(a.gu.data(), a.xn2.data(), T, L.gate_up, l, LinearKind::FfnGateUp, arena, pool, K, adapters);
+        for (int64_t i = 0; i < T; ++i)
+            K.swiglu(a.act.data() + i * I, a.gu.data() + i * 2 * I, a.gu.data() + i * 2 * I + I, I);
+    } else {
+        linear(a.gu.data(), a.xn2.data(), T, L.gate, l, LinearKind::FfnGate, arena, pool, K, adapters);
+        linear(a.gu.data() + T * I, a.xn2.data(), T, L.up, l, LinearKind::FfnUp, arena, pool, K, adapters);
+        K.swiglu(a.act.data(), a.gu.data(), a.gu.data() + T * I, T * I);
+    }
+    linear(a.tmp.data(), a.act.data(), T, L.down, l, LinearKind::FfnDown, arena, pool, K, adapters);
+    K.add(x_out, a.x1.data(), a.tmp.data(), T * E);
+    arena.reset();
+}
+
+void Decoder::forward_train(const float* embeds, int64_t n_tok, DecoderTape& tape, const ForwardOptions& opt) const {
+    const DecoderHParams& hp = hp_;
+    HG_CHECK(n_tok > 0, "%s: training forward: no tokens", source_.c_str());
+    HG_CHECK(hp.rope_inv_freq_type == DType::F32,
+             "%s: training needs RoPE inv_freq in float32 (this file asks for %s rounding)", source_.c_str(),
+             dtype_name(hp.rope_inv_freq_type));
+    ThreadPool& pool = opt.pool ? *opt.pool : default_pool();
+    const Kernels& K = opt.kernels ? *opt.kernels : kernels();
+    const BackwardKernels& BK = opt.kernels == &kernels_ref() ? backward_kernels_ref() : backward_kernels();
+    const int64_t E = hp.n_embd, NL = hp.n_layer;
+    tape.n_tok = n_tok;
+    tape.block_in.assign((size_t)((NL + 1) * n_tok * E), 0.0f);
+    std::memcpy(tape.block_in.data(), embeds, (size_t)(n_tok * E) * sizeof(float));
+    Arena arena;
+    BlockActs a;
+    for (int64_t l = 0; l < NL; ++l)
+        block_train(l, tape.block_in.data() + l * n_tok * E, tape.block_in.data() + (l + 1) * n_tok * E, n_tok, a,
+                    arena, pool, K, BK, opt.adapters);
+}
+
+double Decoder::loss_backward(const DecoderTape& tape, const int32_t* targets, float grad_scale, float* dhidden,
+                              const GradSink* sink, int64_t* n_valid, const ForwardOptions& opt) const {
+    const DecoderHParams& hp = hp_;
+    ThreadPool& pool = opt.pool ? *opt.pool : default_pool();
+    const Kernels& K = opt.kernels ? *opt.kernels : kernels();
+    const BackwardKernels& BK = opt.kernels == &kernels_ref() ? backward_kernels_ref() : backward_kernels();
+    const int64_t T = tape.n_tok, E = hp.n_embd, V = hp.n_vocab;
+    const int64_t Vs = w_.shared_from < 0 ? V : w_.shared_from;  // rows the head stores
+    std::fill(dhidden, dhidden + T * E, 0.0f);
+
+    // The rows with a target, gathered: hr[R, E], their targets tg[R]
+    std::vector<int64_t> rows;
+    for (int64_t t = 0; t < T; ++t) {
+        if (targets[t] == -100) continue;
+        HG_CHECK(targets[t] >= 0 && targets[t] < V, "%s: training target id %d outside the vocabulary (%lld)",
+                 source_.c_str(), targets[t], (long long)V);
+        rows.push_back(t);
+    }
+    const int64_t R = (int64_t)rows.size();
+    if (n_valid) *n_valid = R;
+    if (R == 0) return 0.0;
+    const float* h = tape.hidden(E);
+    std::vector<float> hr((size_t)(R * E)), hn((size_t)(R * E));
+    std::vector<int32_t> tg((size_t)R);
+    for (int64_t r = 0; r < R; ++r) {
+        std::memcpy(hr.data() + r * E, h + rows[(size_t)r] * E, (size_t)E * sizeof(float));
+        tg[(size_t)r] = targets[rows[(size_t)r]];
+    }
+    K.rmsnorm(hn.data(), hr.data(), w_.output_norm.data(), R, E, hp.rms_eps);
+
+    // logits[R, V]: the stored rows by matmul, the shared tail as one dot product per row
+    std::vector<float> own((size_t)(R * Vs)), logits((size_t)(R * V));
+    K.matmul(own.data(), hn.data(), w_.output, nullptr, R, pool);
+    std::vector<double> tail_dot((size_t)R, 0.0);
+    for (int64_t r = 0; r < R; ++r) {
+        std::memcpy(logits.data() + r * V, own.data() + r * Vs, (size_t)Vs * sizeof(float));
+        if (Vs < V) {
+            double dot = 0;
+            for (int64_t j = 0; j < E; ++j) dot += (double)hn[(size_t)(r * E + j)] * w_.shared_output[(size_t)j];
+            std::fill(logits.data() + r * V + Vs, logits.data() + (r + 1) * V, (float)dot);
+        }
+    }
+    std::vector<float> dlogits((size_t)(R * V));
+    int64_t nv = 0;
+    const double loss = cross_entropy(dlogits.data(), logits.data(), tg.data(), R, V, grad_scale, &nv);
+
+    // back through the head: dhn[R, E] = dlogits_own · output (+ Σ tail · shared_output)
+    std::vector<float> dl_own((size_t)(R * Vs)), dhn((size_t)(R * E), 0.0f), tail((size_t)R, 0.0f);
+    for (int64_t r = 0; r < R; ++r) {
+        std::memcpy(dl_own.data() + r * Vs, dlogits.data() + r * V, (size_t)Vs * sizeof(float));
+        double acc = 0;
+        for (int64_t c = Vs; c < V; ++c) acc += dlogits[(size_t)(r * V + c)];
+        tail[(size_t)r] = (float)acc;
+    }
+    BK.matmul_backward_x(dhn.data(), dl_own.data(), w_.output, R, pool);
+    if (float* dout = sink ? sink->find(w_.output.data) : nullptr)
+        BK.matmul_backward_w(dout, nullptr, dl_own.data(), hn.data(), R, Vs, E, pool);
+    if (Vs < V) {
+        float* dso = sink ? sink->find(w_.shared_output.data()) : nullptr;
+        for (int64_t r = 0; r < R; ++r)
+            for (int64_t j = 0; j < E; ++j) {
+                dhn[(size_t)(r * E + j)] += tail[(size_t)r] * w_.shared_output[(size_t)j];
+                if (dso) dso[j] += tail[(size_t)r] * hn[(size_t)(r * E + j)];
+            }
+    }
+    // back through the output norm, scattered to the rows
+    std::vector<float> dhr((size_t)(R * E), 0.0f);
+    BK.rmsnorm_backward(dhr.data(), sink ? sink->find(w_.output_norm.data()) : nullptr, dhn.data(), hr.data(),
+                        w_.output_norm.data(), R, E, hp.rms_eps);
+    for (int64_t r = 0; r < R; ++r)
+        std::memcpy(dhidden + rows[(size_t)r] * E, dhr.data() + r * E, (size_t)E * sizeof(float));
+    return loss;
+}
+
+void Decoder::linear_backward(float* dx, const float* dy, const float* x, int64_t M, const Linear& L, int64_t layer,
+                              LinearKind kind, const GradSink* sink, ThreadPool& pool, const Kernels& K,
+                              const BackwardKernels& BK, const AdapterSet* adapters) const {
+    if (dx) BK.matmul_backward_x(dx, dy, L.weight, M, pool);
+    float* dW = sink ? sink->find(L.weight.data) : nullptr;
+    float* db = sink && !L.bias.empty() ? sink->find(L.bias.data()) : nullptr;
+    const int64_t N = L.n_out(), Kd = L.n_in();
+    if (dW) {
+        BK.matmul_backward_w(dW, db, dy, x, M, N, Kd, pool);
+    } else if (db) {
+        for (int64_t m = 0; m < M; ++m)
+            for (int64_t n = 0; n < N; ++n) db[n] += dy[m * N + n];
+    }
+    if (adapters)
+        if (const LinearAdapter* a = adapters->find(layer, kind)) a->backward(dx, dy, x, M, sink, pool, K, BK);
+}
+
+void Decoder::backward(const float* dhidden, const DecoderTape& tape, float* dembeds, const GradSink* sink,
+                       const ForwardOptions& opt) const {
+    const DecoderHParams& hp = hp_;
+    ThreadPool& pool = opt.pool ? *opt.pool : default_pool();
+    const Kernels& K = opt.kernels ? *opt.kernels : kernels();
+    const BackwardKernels& BK = opt.kernels == &kernels_ref() ? backward_kernels_ref() : backward_kernels();
+    const AdapterSet* adapters = opt.adapters;
+    const int64_t T = tape.n_tok, E = hp.n_embd, I = hp.n_ff, QD = hp.q_dim(), KVD = hp.kv_dim(), D = hp.head_dim;
+    const int64_t qkv_w = QD + 2 * KVD;
+    HG_CHECK(T > 0 && tape.block_in.size() == (size_t)((hp.n_layer + 1) * T * E),
+             "%s: training backward: the tape does not belong to this decoder", source_.c_str());
+    const AttentionParams ap = train_attention_params(hp);
+    std::vector<int32_t> pos((size_t)T);
+    for (int64_t i = 0; i < T; ++i) pos[(size_t)i] = (int32_t)i;
+
+    Arena arena;
+    BlockActs a;
+    std::vector<float> dx(dhidden, dhidden + T * E);  // gradient of the current block's output
+    std::vector<float> x_out((size_t)(T * E)), dx1((size_t)(T * E)), dact((size_t)(T * I)), dgu((size_t)(T * 2 * I)),
+        dxn((size_t)(T * E)), datt((size_t)(T * QD)), dqkv((size_t)(T * qkv_w));
+    for (int64_t l = hp.n_layer; l-- > 0;) {
+        const DecoderLayer& L = w_.layers[(size_t)l];
+        const float* x_in = tape.block_in.data() + l * T * E;
+        block_train(l, x_in, x_out.data(), T, a, arena, pool, K, BK, adapters);  // recompute (checkpointing)
+
+        // --- x_out = x1 + down(act)
+        dx1 = dx;
+        std::fill(dact.begin(), dact.end(), 0.0f);
+        linear_backward(dact.data(), dx.data(), a.act.data(), T, L.down, l, LinearKind::FfnDown, sink, pool, K, BK,
+                        adapters);
+        std::fill(dgu.begin(), dgu.end(), 0.0f);
+        std::fill(dxn.begin(), dxn.end(), 0.0f);
+        if (L.gate_up.present()) {
+            for (int64_t i = 0; i < T; ++i)
+                BK.swiglu_backward(dgu.data() + i * 2 * I, dgu.data() + i * 2 * I + I, dact.data() + i * I,
+                                   a.gu.data() + i * 2 * I, a.gu.data() + i * 2 * I + I, I);
+            linear_backward(dxn.data(), dgu.data(), a.xn2.data(), T, L.gate_up, l, LinearKind::FfnGateUp, sink, pool,
+                            K, BK, adapters);
+        } else {
+            BK.swiglu_backward(dgu.data(), dgu.data() + T * I, dact.data(), a.gu.data(), a.gu.data() + T * I, T * I);
+            linear_backward(dxn.data(), dgu.data(), a.xn2.data(), T, L.gate, l, LinearKind::FfnGate, sink, pool, K, BK,
+                            adapters);
+            linear_backward(dxn.data(), dgu.data() + T * I, a.xn2.data(), T, L.up, l, LinearKind::FfnUp, sink, pool, K,
+                            BK, adapters);
+        }
+        BK.rmsnorm_backward(dx1.data(), sink ? sink->find(L.ffn_norm.data()) : nullptr, dxn.data(), a.x1.data(),
+                            L.ffn_norm.data(), T, E, hp.rms_eps);
+
+        // --- x1 = x_in + o(attn(rope(q), rope(k), v))
+        std::fill(datt.begin(), datt.end(), 0.0f);
+        linear_backward(datt.data(), dx1.data(), a.att.data(), T, L.o, l, LinearKind::AttnOutput, sink, pool, K, BK,
+                        adapters);
+        std::fill(dqkv.begin(), dqkv.end(), 0.0f);
+        float* dq = dqkv.data() + (a.q - a.qkv.data());  // the same layout as q|k|v
+        float* dk = dqkv.data() + (a.k - a.qkv.data());
+        float* dv = dqkv.data() + (a.v - a.qkv.data());
+        BK.attention_backward(dq, dk, dv, datt.data(), a.q, a.q_stride, a.k, a.v, a.kv_stride, a.att.data(),
+                              a.lse.data(), T, ap, pool);
+        BK.rope_backward(dq, T, a.q_stride, (int)hp.n_head, (int)D, (int)hp.n_rot, pos.data(), hp.rope_theta,
+                         hp.rope_mode, nullptr, 1.0f);
+        BK.rope_backward(dk, T, a.kv_stride, (int)hp.n_head_kv, (int)D, (int)hp.n_rot, pos.data(), hp.rope_theta,
+                         hp.rope_mode, nullptr, 1.0f);
+        std::fill(dxn.begin(), dxn.end(), 0.0f);
+        if (L.qkv.present()) {
+            linear_backward(dxn.data(), dqkv.data(), a.xn1.data(), T, L.qkv, l, LinearKind::AttnQKV, sink, pool, K, BK,
+                            adapters);
+        } else {
+            linear_backward(dxn.data(), dq, a.xn1.data(), T, L.q, l, LinearKind::AttnQ, sink, pool, K, BK, adapters);
+            linear_backward(dxn.data(), dk, a.xn1.data(), T, L.k, l, LinearKind::AttnK, sink, pool, K, BK, adapters);
+            linear_backward(dxn.data(), dv, a.xn1.data(), T, L.v, l, LinearKind::AttnV, sink, pool, K, BK, adapters);
+        }
+        dx = dx1;  // the residual
+        BK.rmsnorm_backward(dx.data(), sink ? sink->find(L.attn_norm.data()) : nullptr, dxn.data(), x_in,
+                            L.attn_norm.data(), T, E, hp.rms_eps);
+    }
+    if (dembeds)
+        for (int64_t i = 0; i < T * E; ++i) dembeds[i] += dx[(size_t)i];
+}
+
+void Decoder::embed_backward(std::span<const int32_t> ids, const float* dembeds, const GradSink* sink) const {
+    if (!sink) return;
+    const int64_t E = hp_.n_embd;
+    float* dtable = sink->find(w_.token_embd.data);
+    float* dshared = w_.shared_from >= 0 ? sink->find(w_.shared_embd.data()) : nullptr;
+    for (size_t i = 0; i < ids.size(); ++i) {
+        const int32_t id = ids[i];
+        HG_CHECK(id >= 0 && id < hp_.n_vocab, "%s: token id %d outside the vocabulary (%lld)", source_.c_str(), id,
+                 (long long)hp_.n_vocab);
+        const float* g = dembeds + (int64_t)i * E;
+        if (w_.shared_from >= 0 && id >= w_.shared_from) {
+            if (dshared)
+                for (int64_t j = 0; j < E; ++j) dshared[j] += g[j];
+        } else if (dtable) {
+            HG_CHECK(w_.token_embd.type == DType::F32, "%s: a trainable token_embd must be float32", source_.c_str());
+            embedding_backward(dtable, g, &id, 1, E);
+        }
+    }
 }
 
 }  // namespace hg

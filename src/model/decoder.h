@@ -31,8 +31,10 @@
 
 #include "core/arena.h"
 #include "core/ops.h"
+#include "core/ops_backward.h"
 #include "core/tensor.h"
 #include "core/thread_pool.h"
+#include "model/grad_sink.h"
 
 namespace hg {
 
@@ -92,6 +94,12 @@ public:
     // `k` is the kernel table the forward runs with.
     virtual void apply(float* y, const float* x, int64_t M, Arena& arena, ThreadPool& pool,
                        const Kernels& k) const = 0;
+    // Training: given the same x and the gradient dy of y, dx[M, n_in] += the gradient through
+    // the adapter (dx may be nullptr) and the adapter's own weight gradients go to `sink`.
+    virtual void backward(float* dx, const float* dy, const float* x, int64_t M, const GradSink* sink,
+                          ThreadPool& pool, const Kernels& k, const BackwardKernels& bk) const = 0;
+    // Every trainable tensor of this adapter, by its GGUF name.
+    virtual ParamRefs parameters() const = 0;
 };
 
 // The adapters of one request (e.g. one H-LoRA plugin): nullptr where a linear has none.
@@ -137,6 +145,15 @@ struct KVView {
 
 enum class LogitRows { None, Last, All };
 
+// What Decoder::forward_train keeps for the backward: activation checkpointing per block, so only
+// each block's input is stored ([n_layer + 1, n_tok, n_embd]; the last slice is the final hidden
+// state before the output norm). The backward recomputes one block's internals at a time.
+struct DecoderTape {
+    int64_t n_tok = 0;
+    std::vector<float> block_in;
+    const float* hidden(int64_t n_embd) const { return block_in.data() + (block_in.size() - (size_t)(n_tok * n_embd)); }
+};
+
 struct ForwardOptions {
     ThreadPool* pool = nullptr;          // default_pool()
     const Kernels* kernels = nullptr;    // kernels() (tests pin the scalar reference)
@@ -169,9 +186,43 @@ public:
     void forward(const float* embeds, int64_t n_tok, const KVView& kv, LogitRows rows, float* logits, Arena& arena,
                  const ForwardOptions& opt = {}) const;
 
+    // ---- Training (backward beside forward) ----
+    // Every parameter of the decoder by its GGUF name (llama.cpp names): token_embd, the layers'
+    // linears, biases and norms, output_norm, output (not repeated when tied), the shared rows.
+    ParamRefs parameters() const;
+
+    // Forward over one whole training sequence at positions 0 .. n_tok-1 (no KV cache; keys and
+    // values in float32), keeping the block inputs in `tape`. Same arithmetic as forward() except
+    // attention, which is the training kernel (ops_backward.h) returning its log-sum-exp.
+    void forward_train(const float* embeds, int64_t n_tok, DecoderTape& tape, const ForwardOptions& opt = {}) const;
+
+    // Next-token cross-entropy on the rows that have a target: targets[t] is the id position t
+    // must predict (already shifted; -100 = no loss at t). Only those rows get the output norm and
+    // head. Returns the summed loss (double) and the number of target rows in *n_valid;
+    // dhidden[n_tok, n_embd] is OVERWRITTEN with grad_scale · d(sum loss)/d(hidden) (zero on rows
+    // without a target); the head's and output norm's gradients accumulate into `sink`.
+    double loss_backward(const DecoderTape& tape, const int32_t* targets, float grad_scale, float* dhidden,
+                         const GradSink* sink, int64_t* n_valid, const ForwardOptions& opt = {}) const;
+
+    // Backward of forward_train: from dhidden[n_tok, n_embd] (the gradient of the final hidden
+    // state) to dembeds[n_tok, n_embd] (accumulated; nullptr = not wanted), with every weight
+    // gradient that `sink` has a buffer for (and the adapters' through opt.adapters).
+    void backward(const float* dhidden, const DecoderTape& tape, float* dembeds, const GradSink* sink,
+                  const ForwardOptions& opt = {}) const;
+
+    // Backward of embed(): dembeds rows go to the token_embd gradient (or the shared row's).
+    void embed_backward(std::span<const int32_t> ids, const float* dembeds, const GradSink* sink) const;
+
 private:
     void linear(float* y, const float* x, int64_t M, const Linear& L, int64_t layer, LinearKind kind,
                 Arena& arena, ThreadPool& pool, const Kernels& K, const AdapterSet* adapters) const;
+    void linear_backward(float* dx, const float* dy, const float* x, int64_t M, const Linear& L, int64_t layer,
+                         LinearKind kind, const GradSink* sink, ThreadPool& pool, const Kernels& K,
+                         const BackwardKernels& BK, const AdapterSet* adapters) const;
+    struct BlockActs;
+    void block_train(int64_t l, const float* x_in, float* x_out, int64_t n_tok, BlockActs& a, Arena& arena,
+                     ThreadPool& pool, const Kernels& K, const BackwardKernels& BK,
+                     const AdapterSet* adapters) const;
 
     DecoderHParams hp_;
     DecoderWeights w_;

@@ -167,6 +167,54 @@ void hlora_add(float* y, const float* x, int64_t M, const HLoraWeights& w, Arena
     K.add(y, y, d, M * out);
 }
 
+void hlora_backward(float* dx, const float* dy, const float* x, int64_t M, const HLoraWeights& w,
+                    const GradSink* sink, ThreadPool& pool, const Kernels& K, const BackwardKernels& BK) {
+    if (M <= 0) return;
+    float* dA = sink ? sink->find(w.A.data) : nullptr;
+    float* dB = sink ? sink->find(w.B.data) : nullptr;
+    float* dR = sink ? sink->find(w.route.data) : nullptr;
+    if (!dx && !dA && !dB && !dR) return;
+    const int64_t r = w.rank(), n = w.n_experts, t = w.per_expert(), in = w.d_in(), out = w.d_out();
+    const float s = w.scaling;
+
+    // forward recomputed: g[M, n] = softmax(x·Rᵀ), u[M, r] = x·Aᵀ, h[M, r] = ĝ ⊙ s·u
+    std::vector<float> g((size_t)(M * n)), u((size_t)(M * r)), h((size_t)(M * r));
+    K.matmul(g.data(), x, w.route, nullptr, M, pool);
+    K.softmax(g.data(), M, n);
+    K.matmul(u.data(), x, w.A, nullptr, M, pool);
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t c = 0; c < r; ++c) h[(size_t)(m * r + c)] = s * g[(size_t)(m * n + c / t)] * u[(size_t)(m * r + c)];
+
+    if (dB) BK.matmul_backward_w(dB, nullptr, dy, h.data(), M, out, r, pool);  // dB[out, r] += dyᵀ·h
+    if (!dx && !dA && !dR) return;
+
+    // dh[M, r] = dy·B
+    std::vector<float> dh((size_t)(M * r), 0.0f);
+    BK.matmul_backward_x(dh.data(), dy, w.B, M, pool);
+    // du = dh ⊙ s·ĝ (reuses h's buffer);  dg_j = s·Σ_c dh_c·u_c over expert j's slots
+    std::vector<float> dg((size_t)(M * n), 0.0f), dlogits((size_t)(M * n), 0.0f);
+    float* du = h.data();
+    for (int64_t m = 0; m < M; ++m)
+        for (int64_t j = 0; j < n; ++j) {
+            const float gate = s * g[(size_t)(m * n + j)];
+            float acc = 0;
+            for (int64_t i = 0; i < t; ++i) {
+                const size_t c = (size_t)(m * r + j * t + i);
+                acc += dh[c] * u[c];
+                du[c] = dh[c] * gate;
+            }
+            dg[(size_t)(m * n + j)] = s * acc;
+        }
+    softmax_backward(dlogits.data(), dg.data(), g.data(), M, n);
+
+    if (dA) BK.matmul_backward_w(dA, nullptr, du, x, M, r, in, pool);               // dA[r, in] += duᵀ·x
+    if (dR) BK.matmul_backward_w(dR, nullptr, dlogits.data(), x, M, n, in, pool);   // dR[n, in] += dlogitsᵀ·x
+    if (dx) {
+        BK.matmul_backward_x(dx, du, w.A, M, pool);               // dx += du·A
+        BK.matmul_backward_x(dx, dlogits.data(), w.route, M, pool);  // dx += dlogits·R
+    }
+}
+
 void hlora_add_ref(float* y, const float* x, int64_t M, const HLoraWeights& w) {
     const int64_t r = w.rank(), n = w.n_experts, t = w.per_expert(), in = w.d_in(), out = w.d_out();
     const std::vector<float> A = dequantize_all(w.A);      // [r, in]

@@ -25,8 +25,10 @@
 
 #include "core/arena.h"
 #include "core/ops.h"
+#include "core/ops_backward.h"
 #include "core/tensor.h"
 #include "core/thread_pool.h"
+#include "model/grad_sink.h"
 #include "model/projector.h"
 #include "model/weight_source.h"
 
@@ -89,6 +91,16 @@ void hlora_add(float* y, const float* x, int64_t M, const HLoraWeights& w, Arena
 // Reference for hlora_add: plain loops, per expert (y += s·Σ_j g_j·B_j·(A_j·x)), double
 // accumulation, no kernels. For tests.
 void hlora_add_ref(float* y, const float* x, int64_t M, const HLoraWeights& w);
+
+// Backward of hlora_add (training). Given the input x[M, in] and the gradient dy[M, out] of y:
+//   dx[M, in] += gradient through the adapter (dx may be nullptr: not wanted),
+//   and, for each of A, B, route that `sink` has a buffer for, its gradient (accumulated).
+// g and a are recomputed from x (two skinny matmuls) rather than kept from the forward:
+//   u = x·Aᵀ [M, r], h = repeat_interleave(g, t) ⊙ s·u, y += h·Bᵀ
+//   dB += dyᵀ·h;  dh = dy·B;  du = dh ⊙ s·ĝ;  dg_j = s·Σ_{c in expert j} dh_c·u_c
+//   dlogits = softmax_backward(dg, g);  dA += duᵀ·x;  dR += dlogitsᵀ·x;  dx += du·A + dlogits·R
+void hlora_backward(float* dx, const float* dy, const float* x, int64_t M, const HLoraWeights& w,
+                    const GradSink* sink, ThreadPool& pool, const Kernels& k, const BackwardKernels& bk);
 
 // s = alpha / r * n, evaluated in double as the reference's Python does, used in float32.
 float hlora_scaling(double alpha, int64_t rank, int n_experts);
