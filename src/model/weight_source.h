@@ -44,6 +44,20 @@ inline WeightSource gguf_source(const GGUFFile& f) {
     return s;
 }
 
+// Training: a source whose tensors `override` returns (e.g. float32 views into the trainer's
+// parameter store) are bound instead of `base`'s; nullopt = `base`'s own tensor. Metadata and
+// the tensor list are `base`'s.
+using TensorOverride = std::function<std::optional<Tensor>(std::string_view name)>;
+inline WeightSource with_override(WeightSource base, TensorOverride override) {
+    if (!override) return base;
+    auto inner = base.tensor;
+    base.tensor = [inner, override](std::string_view n) -> std::optional<Tensor> {
+        if (auto t = override(n)) return t;
+        return inner(n);
+    };
+    return base;
+}
+
 // An in-memory source. Tensors are views over memory the caller keeps alive; owned() keeps a
 // buffer alive inside the map for tensors built on the fly.
 class WeightMap {

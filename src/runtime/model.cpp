@@ -46,7 +46,11 @@ std::shared_ptr<const Model> Model::load(const std::filesystem::path& path, cons
             HG_CHECK(id >= 0 && id <= INT32_MAX, "%s: %s holds %lld", tsrc.c_str(), model_keys::kStopTokenIds, (long long)id);
             file_stops.push_back((int32_t)id);
         }
-    m->base_ = load_decoder(gguf_source(tf), m->text_file_, file_stops);
+    auto override_for = [&opt](const std::string& file) -> TensorOverride {
+        if (!opt.tensor_override) return {};
+        return [f = opt.tensor_override, file](std::string_view n) { return f(file, n); };
+    };
+    m->base_ = load_decoder(with_override(gguf_source(tf), override_for("text")), m->text_file_, file_stops);
     HG_CHECK(text::has_tokenizer(tf), "%s: the text model has no tokenizer (tokenizer.ggml.* keys)", tsrc.c_str());
     m->tokenizer_.emplace(text::load_tokenizer(tf));
     text::Tokenizer& tok = *m->tokenizer_;
@@ -92,7 +96,7 @@ std::shared_ptr<const Model> Model::load(const std::filesystem::path& path, cons
     int64_t vision_hidden = 0;
     if (folder && opt.vision && fs::exists(path / "vision.gguf", ec)) {
         m->vision_file_ = GGUFFile::open(path / "vision.gguf");
-        m->vision_.emplace(ClipVision::load(gguf_source(*m->vision_file_)));
+        m->vision_.emplace(ClipVision::load(with_override(gguf_source(*m->vision_file_), override_for("vision"))));
         const ClipVisionConfig& vc = m->vision_->config();
         vision_hidden = vc.hidden;
         imaging::ClipPreprocess pp;
@@ -118,7 +122,8 @@ std::shared_ptr<const Model> Model::load(const std::filesystem::path& path, cons
 
     // --- plugins
     if (folder && fs::is_directory(path / "plugins", ec)) {
-        m->plugins_.load_folder(path / "plugins", opt.plugins, m->decoder_, tok.size(), vision_hidden);
+        m->plugins_.load_folder(path / "plugins", opt.plugins, m->decoder_, tok.size(), vision_hidden,
+                                opt.tensor_override);
         if (m->vision_)
             for (const auto& p : m->plugins_.all()) m->vision_->resolve_layer(p->vision_layer());  // throws when out of range
     } else {

@@ -17,6 +17,7 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -46,6 +47,10 @@ struct ModelOptions {
     // one, off for a bare text GGUF (a plain llama.cpp model is not a HealthGPT model).
     std::optional<bool> vq_vocabulary;
     std::optional<text::ChatTemplate> chat_template;  // overrides the file's / the inferred one
+    // Training: tensors bound instead of the files' (the trainer's float32 parameters). Called
+    // with the file ("text", "vision" or "plugins/<stem>") and the tensor name; nullopt = the
+    // file's own tensor.
+    std::function<std::optional<Tensor>(const std::string& file, std::string_view name)> tensor_override;
 };
 
 class Model {

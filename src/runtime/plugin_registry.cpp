@@ -19,14 +19,18 @@ std::string Plugin::describe() const {
 }
 
 const Plugin& PluginRegistry::load_file(const std::filesystem::path& path, const std::shared_ptr<const Decoder>& base,
-                                        int64_t n_tokens, int64_t vision_hidden, std::string name) {
+                                        int64_t n_tokens, int64_t vision_hidden, std::string name,
+                                        const Override& override) {
     auto p = std::make_unique<Plugin>();
     p->name = name.empty() ? path.stem().string() : std::move(name);
     HG_CHECK(!find(p->name), "%s: a plugin named '%s' is already loaded", path.string().c_str(), p->name.c_str());
     p->path = path;
     p->file = GGUFFile::open(path);
     const std::string src = path.string();
-    const WeightSource ws = gguf_source(*p->file);
+    TensorOverride tensor_override;
+    if (override)
+        tensor_override = [override, file = "plugins/" + p->name](std::string_view n) { return override(file, n); };
+    const WeightSource ws = with_override(gguf_source(*p->file), tensor_override);
     p->weights = HLoraPlugin::load(ws);
     if (auto arch = p->file->get_string("general.architecture")) {
         const char* want = decoder_arch_name(base->hparams().arch);
@@ -61,7 +65,8 @@ const Plugin& PluginRegistry::load_file(const std::filesystem::path& path, const
 }
 
 void PluginRegistry::load_folder(const std::filesystem::path& dir, const std::vector<std::string>& names,
-                                 const std::shared_ptr<const Decoder>& base, int64_t n_tokens, int64_t vision_hidden) {
+                                 const std::shared_ptr<const Decoder>& base, int64_t n_tokens, int64_t vision_hidden,
+                                 const Override& override) {
     namespace fs = std::filesystem;
     std::error_code ec;
     std::vector<fs::path> files;
@@ -70,7 +75,7 @@ void PluginRegistry::load_folder(const std::filesystem::path& dir, const std::ve
             if (e.is_regular_file() && e.path().extension() == ".gguf") files.push_back(e.path());
     std::sort(files.begin(), files.end());
     if (names.empty()) {
-        for (const auto& f : files) load_file(f, base, n_tokens, vision_hidden);
+        for (const auto& f : files) load_file(f, base, n_tokens, vision_hidden, {}, override);
         return;
     }
     for (const std::string& n : names) {
@@ -80,7 +85,7 @@ void PluginRegistry::load_folder(const std::filesystem::path& dir, const std::ve
             for (const auto& g : files) have += (have.empty() ? "" : ", ") + g.stem().string();
             hg::fail("%s: no plugin '%s' (found: %s)", dir.string().c_str(), n.c_str(), have.empty() ? "none" : have.c_str());
         }
-        load_file(f, base, n_tokens, vision_hidden);
+        load_file(f, base, n_tokens, vision_hidden, {}, override);
     }
 }
 

@@ -10,6 +10,7 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -43,11 +44,15 @@ public:
     // `base` is the decoder the plugins wrap (with HealthGPT's vocabulary extension applied, which
     // the reference does before loading a plugin); `n_tokens` = len(tokenizer): fusion rows must
     // cover it. Throws naming the file and the problem (wrong base, shapes, missing parts).
+    // `override` (training): tensors bound instead of the file's, called with "plugins/<stem>".
+    using Override = std::function<std::optional<Tensor>(const std::string& file, std::string_view name)>;
     void load_folder(const std::filesystem::path& dir, const std::vector<std::string>& names,
-                     const std::shared_ptr<const Decoder>& base, int64_t n_tokens, int64_t vision_hidden);
+                     const std::shared_ptr<const Decoder>& base, int64_t n_tokens, int64_t vision_hidden,
+                     const Override& override = {});
     // One plugin file (any path); its name is the file stem unless `name` is given.
     const Plugin& load_file(const std::filesystem::path& path, const std::shared_ptr<const Decoder>& base,
-                            int64_t n_tokens, int64_t vision_hidden, std::string name = {});
+                            int64_t n_tokens, int64_t vision_hidden, std::string name = {},
+                            const Override& override = {});
 
     const std::vector<std::unique_ptr<Plugin>>& all() const { return plugins_; }
     bool empty() const { return plugins_.empty(); }
