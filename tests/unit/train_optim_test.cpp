@@ -11,7 +11,7 @@
 
 #include "core/error.h"
 #include "test_util.h"
-// checkpoint tests below
+#include "train/checkpoint.h"
 #include "train/optimizer.h"
 #include "train/param_store.h"
 #include "train/schedule.h"
@@ -205,4 +205,149 @@ TEST(TrainParamStore, GradByDataPointerAndAliases) {
     EXPECT_THROW(ps.add("a", {6}, v), Error);
     EXPECT_THROW(ps.add("b", {4}, v), Error);  // 6 values for 4 elements
     EXPECT_EQ(ps.refs().size(), 1u);
+}
+
+namespace {
+
+std::vector<float> all_values(const ParamStore& ps, const AdamW& opt) {
+    std::vector<float> v;
+    for (size_t i = 0; i < ps.size(); ++i) {
+        v.insert(v.end(), ps[i].value.begin(), ps[i].value.end());
+        v.insert(v.end(), opt.state()[i].exp_avg.begin(), opt.state()[i].exp_avg.end());
+        v.insert(v.end(), opt.state()[i].exp_avg_sq.begin(), opt.state()[i].exp_avg_sq.end());
+    }
+    return v;
+}
+
+}  // namespace
+
+TEST(TrainCheckpoint, ResumeIsBitExact) {
+    const json o = load_oracle();
+    const ToyProblem toy(o["adamw"]);
+    const int64_t T = toy.cfg["steps"], k_save = 7;
+    // uninterrupted
+    ParamStore ref;
+    toy.fill(ref);
+    AdamW ref_opt(ref, toy.adam());
+    for (int64_t k = 0; k < T; ++k) toy.step(ref, ref_opt, k);
+    // interrupted after k_save steps, saved, loaded into a fresh store/optimizer, continued
+    const auto path = hgtest::scratch_dir() / "ckpt.gguf";
+    {
+        ParamStore ps;
+        toy.fill(ps);
+        AdamW opt(ps, toy.adam());
+        for (int64_t k = 0; k < k_save; ++k) toy.step(ps, opt, k);
+        save_checkpoint(path, opt, {(uint64_t)k_save, 2, {0x1234567890abcdefull, 42}, R"({"lr": 0.02})"});
+    }
+    ParamStore ps;
+    toy.fill(ps);  // initial values, overwritten by the load
+    AdamW opt(ps, toy.adam());
+    const TrainProgress pr = load_checkpoint(path, opt);
+    EXPECT_EQ(pr.global_step, (uint64_t)k_save);
+    EXPECT_EQ(pr.epoch, 2u);
+    EXPECT_EQ(pr.rng_state, (std::vector<uint64_t>{0x1234567890abcdefull, 42}));
+    EXPECT_EQ(pr.config_json, R"({"lr": 0.02})");
+    for (size_t i = 0; i < ps.size(); ++i) EXPECT_EQ(opt.state()[i].step, k_save);
+    for (int64_t k = (int64_t)pr.global_step; k < T; ++k) toy.step(ps, opt, k);
+    const auto a = all_values(ps, opt), b = all_values(ref, ref_opt);
+    ASSERT_EQ(a.size(), b.size());
+    EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float))) << "resumed run differs from the uninterrupted one";
+}
+
+TEST(TrainCheckpoint, RefusesTruncatedAndMismatchedFiles) {
+    const json o = load_oracle();
+    const ToyProblem toy(o["adamw"]);
+    const auto dir = hgtest::scratch_dir();
+    ParamStore ps;
+    toy.fill(ps);
+    AdamW opt(ps, toy.adam());
+    toy.step(ps, opt, 0);
+    save_checkpoint(dir / "good.gguf", opt, {1, 0, {}, "{}"});
+    const std::vector<float> before = all_values(ps, opt);
+
+    auto expect_refused = [&](const std::filesystem::path& p, AdamW& o2, const char* what) {
+        try {
+            load_checkpoint(p, o2);
+            ADD_FAILURE() << "loaded " << p << " (" << what << ")";
+        } catch (const Error& e) {
+            EXPECT_NE(std::string(e.what()).find(p.string()), std::string::npos) << e.what();
+            std::printf("refused (%s): %s\n", what, e.what());
+        }
+    };
+    std::vector<uint8_t> bytes = hgtest::read_file(dir / "good.gguf");
+    hgtest::write_file(dir / "trunc.gguf", std::span(bytes.data(), bytes.size() - 100));
+    expect_refused(dir / "trunc.gguf", opt, "truncated");
+    EXPECT_TRUE(all_values(ps, opt) == before);  // nothing changed
+
+    {  // a model with one parameter of another shape
+        ParamStore other;
+        std::vector<float> v(35, 0.0f);
+        std::vector<float> w(13, 0.0f), x(24, 0.0f);
+        other.add("a.bias", {13}, w, 0);  // the toy's order (json keys sorted)
+        other.add("a.weight", {7, 5}, v, 0);
+        other.add("mm.0.weight", {3, 4, 2}, x, 1);
+        AdamW o2(other, toy.adam());
+        expect_refused(dir / "good.gguf", o2, "shape mismatch");
+    }
+    {  // another parameter set
+        ParamStore other;
+        std::vector<float> v(35, 0.0f);
+        other.add("a.weight", {5, 7}, v, 0);
+        AdamW o2(other, toy.adam());
+        expect_refused(dir / "good.gguf", o2, "parameter count");
+    }
+    {  // other betas
+        AdamWConfig c = toy.adam();
+        c.beta2 = 0.99;
+        AdamW o2(ps, c);
+        expect_refused(dir / "good.gguf", o2, "betas");
+    }
+    {  // not a checkpoint at all
+        GGUFWriter w;
+        w.set_string("general.type", "model");
+        w.write(dir / "model.gguf");
+        expect_refused(dir / "model.gguf", opt, "not a checkpoint");
+    }
+}
+
+TEST(TrainCheckpoint, FailedWriteKeepsThePreviousFile) {
+    const json o = load_oracle();
+    const ToyProblem toy(o["adamw"]);
+    const auto dir = hgtest::scratch_dir();
+    const auto path = dir / "ckpt.gguf";
+    ParamStore ps;
+    toy.fill(ps);
+    AdamW opt(ps, toy.adam());
+    toy.step(ps, opt, 0);
+    save_checkpoint(path, opt, {1, 0, {}, "{}"});
+    const std::vector<uint8_t> good = hgtest::read_file(path);
+    toy.step(ps, opt, 1);
+    // A disk that fills up: the file size limit makes write() fail with EFBIG past 1 KiB.
+    struct rlimit old {};
+    ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+    auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+    struct rlimit lim = old;
+    lim.rlim_cur = 1024;
+    ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    std::string msg;
+    try {
+        save_checkpoint(path, opt, {2, 0, {}, "{}"});
+    } catch (const Error& e) {
+        msg = e.what();
+    }
+    setrlimit(RLIMIT_FSIZE, &old);
+    std::signal(SIGXFSZ, old_handler);
+    ASSERT_FALSE(msg.empty()) << "the write past the size limit did not fail";
+    std::printf("failed write: %s\n", msg.c_str());
+    EXPECT_NE(msg.find(path.string()), std::string::npos);
+    EXPECT_EQ(hgtest::read_file(path), good);  // previous checkpoint intact
+    size_t n_files = 0;
+    for (const auto& e : std::filesystem::directory_iterator(dir))
+        n_files += e.path().filename().string().rfind("ckpt.gguf.tmp", 0) == 0;
+    EXPECT_EQ(n_files, 0u) << "a temporary file was left behind";
+    // and it still loads
+    ParamStore ps2;
+    toy.fill(ps2);
+    AdamW opt2(ps2, toy.adam());
+    EXPECT_EQ(load_checkpoint(path, opt2).global_step, 1u);
 }
