@@ -100,7 +100,7 @@ def writer_expected():
     b = torch.tensor([(i * 0.375 - 1.5) for i in range(5)], dtype=torch.float32).to(torch.bfloat16)
     s = torch.tensor(3.5, dtype=torch.float32)
     e = torch.zeros(0, 4, dtype=torch.float32)
-    big = torch.tensor([float(i % 251) for i in range(70000)], dtype=torch.float32)
+    big = torch.tensor([float(i % 251) for i in range(300)], dtype=torch.float32)
     return collections.OrderedDict([("layer.0.weight", a), ("half.x", h), ("bf.y", b), ("scalar", s),
                                     ("empty", e), ("big", big)])
 
