@@ -12,6 +12,12 @@
 #include "core/error.h"
 #include "test_util.h"
 #include "train/checkpoint.h"
+#include "train/plugin_export.h"
+#include "convert/convert.h"
+#include "core/half.h"
+#include "core/quants.h"
+#include "model/hlora.h"
+#include "runtime/demo_model.h"
 #include "train/optimizer.h"
 #include "train/param_store.h"
 #include "train/schedule.h"
@@ -350,4 +356,77 @@ TEST(TrainCheckpoint, FailedWriteKeepsThePreviousFile) {
     toy.fill(ps2);
     AdamW opt2(ps2, toy.adam());
     EXPECT_EQ(load_checkpoint(path, opt2).global_step, 1u);
+}
+
+namespace {
+
+std::vector<float> floats_of(const GGUFFile& f, const GGUFTensorInfo& ti) {
+    const Tensor t = f.tensor(ti);
+    std::vector<float> v(static_cast<size_t>(t.numel()));
+    for (int64_t r = 0; r < t.rows(); ++r) dequantize_row(t.type, t.row(r), v.data() + r * t.cols(), t.cols());
+    return v;
+}
+
+// Exports MODEL/plugins/<name>.gguf of the demo model, converts the .bin back with the library's
+// converter and compares every tensor bit for bit (with `type` rounding applied to the original).
+void export_and_convert_back(const std::string& name, DType type) {
+    const auto dir = hgtest::scratch_dir() / ("demo_" + name + "_" + dtype_name(type));
+    write_demo_model(dir, DemoModelOptions{2025, false});
+    auto plugin = GGUFFile::open(dir / "plugins" / (name + ".gguf"));
+    PluginExportOptions eo;
+    eo.hlora_out = dir / (name + "_hlora_weights.bin");
+    const bool gen = plugin->find_tensor(plugin_names::kTokenEmbd) != nullptr;
+    if (gen) eo.fusion_out = dir / "fusion_layer_weights.bin";
+    eo.type = type;
+    const PluginExportResult r = export_plugin(*plugin, eo);
+    EXPECT_EQ(r.hlora_tensors + r.fusion_tensors, plugin->tensors().size());
+
+    PluginOptions po;
+    po.hlora = eo.hlora_out;
+    po.fusion = eo.fusion_out;
+    po.name = name + "_back";
+    po.alpha = plugin->get_float(plugin_keys::kAlpha).value();
+    po.vision_layer = (int)plugin->get_int(plugin_keys::kVisionLayer).value();
+    const ConvertPlan plan = plan_plugin(po, BaseShape::from_gguf(dir / "text.gguf"));
+    const auto back_path = dir / (name + "_back.gguf");
+    plan.write(back_path);
+    auto back = GGUFFile::open(back_path);
+    EXPECT_EQ(back->get_string(plugin_keys::kTask), plugin->get_string(plugin_keys::kTask));
+    EXPECT_EQ(back->get_int(plugin_keys::kRank), plugin->get_int(plugin_keys::kRank));
+    EXPECT_EQ(back->get_int(plugin_keys::kExperts), plugin->get_int(plugin_keys::kExperts));
+    ASSERT_EQ(back->tensors().size(), plugin->tensors().size());
+    size_t n = 0;
+    for (const GGUFTensorInfo& ti : plugin->tensors()) {
+        const GGUFTensorInfo* bi = back->find_tensor(ti.name);
+        ASSERT_TRUE(bi) << ti.name << " missing after the round trip";
+        EXPECT_EQ(bi->shape(), ti.shape()) << ti.name;
+        std::vector<float> want = floats_of(*plugin, ti);
+        for (float& x : want)
+            if (type == DType::BF16) x = bf16_to_fp32(fp32_to_bf16(x));
+            else if (type == DType::F16) x = fp16_to_fp32(fp32_to_fp16(x));
+        const std::vector<float> got = floats_of(*back, *bi);
+        ASSERT_EQ(got.size(), want.size()) << ti.name;
+        EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float))) << ti.name << " differs";
+        // the converter keeps the exported type (routers and biases: F32, its fixed rule)
+        if (type == DType::F32) EXPECT_EQ(bi->type, DType::F32) << ti.name;
+        ++n;
+    }
+    std::printf("plugin %s exported as %s (%zu H-LoRA/projector + %zu fusion tensors), converted back: %zu tensors bit-identical\n",
+                name.c_str(), dtype_name(type), r.hlora_tensors, r.fusion_tensors, n);
+}
+
+}  // namespace
+
+TEST(TrainPluginExport, ComprehensionRoundTripsThroughConvert) { export_and_convert_back("com", DType::F32); }
+TEST(TrainPluginExport, GenerationBf16RoundTripsThroughConvert) { export_and_convert_back("gen", DType::BF16); }
+
+TEST(TrainPluginExport, KeysAreTheInverseOfPluginGgufName) {
+    EXPECT_EQ(plugin_reference_key("blk.3.attn_qkv.hlora_a", "phi3"), "base_model.model.model.layers.3.self_attn.qkv_proj.lora_A.weight");
+    EXPECT_EQ(plugin_reference_key("blk.0.ffn_up.hlora_route", "phi3"), "base_model.model.model.layers.0.mlp.gate_up_proj.lora_route.weight");
+    EXPECT_EQ(plugin_reference_key("blk.0.ffn_up.hlora_b", "qwen2"), "base_model.model.model.layers.0.mlp.up_proj.lora_B.weight");
+    EXPECT_EQ(plugin_reference_key("mm.2.bias", "phi3"), "base_model.model.model.mm_projector.2.bias");
+    EXPECT_EQ(plugin_reference_key("output.weight", "phi3"), "base_model.model.lm_head.weight");
+    EXPECT_THROW(plugin_reference_key("blk.0.attn_q.hlora_a", "phi3"), Error);  // not a Phi-3 linear
+    EXPECT_THROW(plugin_reference_key("blk.0.attn_qkv.weight", "phi3"), Error);
+    EXPECT_THROW(plugin_reference_key("mm.1.weight", "phi3"), Error);
 }
