@@ -5,6 +5,9 @@
 // then run gen_train_optim.py.
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
 
@@ -100,4 +103,34 @@ TEST(TorchWriter, RefusesBadInput) {
     } catch (const Error& e) {
         EXPECT_NE(std::string(e.what()).find("/nonexistent-dir/x.pt"), std::string::npos) << e.what();
     }
+}
+
+TEST(TorchWriter, FailedWriteKeepsThePreviousFile) {
+    const WriterContent c;
+    const auto path = hgtest::scratch_dir() / "keep.pt";
+    TorchWriter small;
+    float x = 7;
+    small.add("x", DType::F32, {1}, &x);
+    small.write(path);
+    const std::vector<uint8_t> before = hgtest::read_file(path);
+    // a disk that fills up: writes past 1 KiB fail with EFBIG
+    struct rlimit old {};
+    ASSERT_EQ(getrlimit(RLIMIT_FSIZE, &old), 0);
+    auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+    struct rlimit lim = old;
+    lim.rlim_cur = 1024;
+    ASSERT_EQ(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    std::string msg;
+    try {
+        c.writer().write(path);  // 3.4 KB
+    } catch (const Error& e) {
+        msg = e.what();
+    }
+    setrlimit(RLIMIT_FSIZE, &old);
+    std::signal(SIGXFSZ, old_handler);
+    ASSERT_FALSE(msg.empty()) << "the write past the size limit did not fail";
+    EXPECT_NE(msg.find(path.string()), std::string::npos) << msg;
+    EXPECT_EQ(hgtest::read_file(path), before);
+    for (const auto& e : std::filesystem::directory_iterator(path.parent_path()))
+        EXPECT_NE(e.path().filename().string().rfind("keep.pt.tmp", 0), 0u) << "temporary file left: " << e.path();
 }

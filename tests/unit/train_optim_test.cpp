@@ -401,9 +401,10 @@ void export_and_convert_back(const std::string& name, DType type) {
         ASSERT_TRUE(bi) << ti.name << " missing after the round trip";
         EXPECT_EQ(bi->shape(), ti.shape()) << ti.name;
         std::vector<float> want = floats_of(*plugin, ti);
-        for (float& x : want)
+        for (float& x : want) {
             if (type == DType::BF16) x = bf16_to_fp32(fp32_to_bf16(x));
             else if (type == DType::F16) x = fp16_to_fp32(fp32_to_fp16(x));
+        }
         const std::vector<float> got = floats_of(*back, *bi);
         ASSERT_EQ(got.size(), want.size()) << ti.name;
         EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float))) << ti.name << " differs";
