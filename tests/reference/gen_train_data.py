@@ -6,6 +6,7 @@ Writes tests/fixtures/train_data/:
                  two images, an "<image>" tag in the middle of the question, a leading gpt turn
   expected.json  per record and max_seq: input_ids and labels as the reference builds them
   a.png, b.png   two tiny images the records refer to
+  expected_bos.json  the same at max_seq 2048 with add_bos_token true (tokenizer_config.add_bos.json)
   permutations.json  the data order (dataset.h permutation) from a Python mt19937_64 written out
 
 The expected ids use the real Phi-3 slow tokenizer (HealthGPT: AutoTokenizer(use_fast=False) ->
@@ -194,16 +195,21 @@ def permutation(n, seed, epoch):
     return p
 
 
-def main():
-    OUT.mkdir(parents=True, exist_ok=True)
+def load_phi3(config):
     tmp = tempfile.mkdtemp()
     try:
         shutil.copy(SHARED / "tokenizers" / "phi3" / "tokenizer.model", tmp)
-        shutil.copy(HERE.parent / "fixtures" / "tokenizers" / "phi3" / "tokenizer_config.json", tmp)
+        shutil.copy(HERE.parent / "fixtures" / "tokenizers" / "phi3" / config, Path(tmp) / "tokenizer_config.json")
         tok = AutoTokenizer.from_pretrained(tmp, padding_side="right", use_fast=False)
     finally:
         shutil.rmtree(tmp)
     assert type(tok).__name__ == "LlamaTokenizer" and len(tok) == 32011
+    return tok
+
+
+def main():
+    OUT.mkdir(parents=True, exist_ok=True)
+    tok, tok_bos = load_phi3("tokenizer_config.json"), load_phi3("tokenizer_config.add_bos.json")
 
     # two tiny deterministic images (gradient and checkerboard)
     y, x = np.mgrid[0:24, 0:32]
@@ -233,6 +239,13 @@ def main():
     perms = [{"n": n, "seed": seed, "epoch": epoch, "order": permutation(n, seed, epoch)}
              for n, seed, epoch in [(10, 42, 0), (10, 42, 1), (1, 7, 0), (37, 123456789, 3), (1000, 2**63 + 5, 2)]]
     json.dump({"permutations": perms}, open(OUT / "permutations.json", "w"), separators=(",", ":"))
+    # the BOS branch of tokenizer_image_token (tokenizer_config.add_bos.json: add_bos_token true)
+    bos_cases = []
+    for i, rec in enumerate(RECORDS):
+        prompt, ids, labels, rows, truncated = example(rec, tok_bos, 2048)
+        assert ids[0] == tok_bos.bos_token_id
+        bos_cases.append({"index": i, "id": str(rec["id"]), "input_ids": ids, "labels": labels})
+    json.dump({"bos_cases": bos_cases}, open(OUT / "expected_bos.json", "w"), separators=(",", ":"))
     json.dump({"tokenizer": "phi3 slow (tokenizer.model + fixtures/tokenizers/phi3/tokenizer_config.json)",
                "template": "phi3_instruct", "image_rows": IMAGE_ROWS, "cases": cases},
               open(OUT / "expected.json", "w"), indent=None, separators=(",", ":"))

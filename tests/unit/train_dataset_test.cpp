@@ -319,3 +319,35 @@ TEST(TrainDataset, DataOrderBatchesAndResumes) {
     EXPECT_NE(error_of([] { DataOrderState::from_json("{\"seed\": 1}"); }).find("data order state"), std::string::npos);
     EXPECT_NE(error_of([] { DataOrder(3, 0); }).find("batch must be positive"), std::string::npos);
 }
+
+TEST(TrainDataset, MatchesReferenceWithBos) {
+    HG_SKIP_WITHOUT_SHARED_DATA("tokenizers/phi3/tokenizer.model");
+    const hg::text::Tokenizer tok(hgtest::phi3_from_model("phi3/tokenizer_config.add_bos.json"));
+    const json exp = json::parse(hgtest::read_text(hgtest::fixture("train_data/expected_bos.json")));
+    const LlavaDataset d = LlavaDataset::load(hgtest::fixture("train_data/data.json"));
+    size_t compared = 0;
+    for (const json& c : exp["bos_cases"]) {
+        const TrainExample ex = d.get(c["index"].get<size_t>(), tok, ChatTemplate::phi3_instruct);
+        EXPECT_EQ(ex.input_ids, hgtest::ids_of(c["input_ids"])) << c["id"];
+        EXPECT_EQ(ex.labels, hgtest::ids_of(c["labels"])) << c["id"];
+        EXPECT_EQ(ex.input_ids.at(0), 1);  // <s>
+        ++compared;
+    }
+    EXPECT_EQ(compared, 6u);
+}
+
+TEST(TrainDataset, Phi4TargetsImEnd) {
+    HG_SKIP_WITHOUT_SHARED_DATA("tokenizers/cl100k/tokenizer.json");
+    const hg::text::Tokenizer phi4(hgtest::phi4_from_json());
+    const LlavaDataset d = LlavaDataset::load(hgtest::fixture("train_data/data.json"));
+    const TrainExample ex = d.get(3, phi4, ChatTemplate::phi4_instruct);  // two images
+    std::vector<int32_t> targets;
+    int slots = 0;
+    for (size_t t = 0; t < ex.labels.size(); ++t) {
+        if (ex.labels[t] != kIgnoreIndex) targets.push_back(ex.labels[t]);
+        slots += ex.input_ids[t] == hg::text::kImageTokenId;
+    }
+    EXPECT_EQ(slots, 2);
+    EXPECT_EQ(phi4.decode(targets), "The second shows a new opacity in the right lower lobe.<|im_end|>");
+    EXPECT_EQ(targets.back(), 100265);
+}
