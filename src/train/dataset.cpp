@@ -208,6 +208,7 @@ std::vector<LlavaRecord> parse_llava_json(const std::string& text, const std::st
     for (size_t i = 0; i < doc.size(); ++i) {
         try {
             LlavaRecord rec = parse_record(doc[i]);
+            rec.source_index = i;
             chat_turns(rec);  // structure checks
             out.push_back(std::move(rec));
         } catch (const BadRecord& b) {
@@ -226,13 +227,19 @@ LlavaDataset LlavaDataset::load(const std::filesystem::path& json_path, const Da
     if (d.options_.image_folder.empty()) d.options_.image_folder = json_path.parent_path();
     d.records_ = parse_llava_json(read_whole_file(json_path), d.source_, options.skip_bad, &d.skipped_);
     // from_records does the image-existence pass; reuse it on the parsed records
-    LlavaDataset checked = from_records(std::move(d.records_), d.options_, d.source_);
+    LlavaDataset checked = checked_records(std::move(d.records_), d.options_, d.source_);
     for (const auto& [k, v] : d.skipped_.by_reason) checked.skipped_.by_reason[k] += v;
     return checked;
 }
 
 LlavaDataset LlavaDataset::from_records(std::vector<LlavaRecord> records, const DatasetOptions& options,
                                         std::string source) {
+    for (size_t i = 0; i < records.size(); ++i) records[i].source_index = i;  // messages name the position
+    return checked_records(std::move(records), options, std::move(source));
+}
+
+LlavaDataset LlavaDataset::checked_records(std::vector<LlavaRecord> records, const DatasetOptions& options,
+                                           std::string source) {
     LlavaDataset d;
     d.source_ = std::move(source);
     d.options_ = options;
@@ -253,7 +260,7 @@ LlavaDataset LlavaDataset::from_records(std::vector<LlavaRecord> records, const 
             d.records_.push_back(std::move(rec));
         } catch (const BadRecord& b) {
             if (!options.skip_bad)
-                fail("%s: record %zu (id %s): %s", d.source_.c_str(), i, rec.id.c_str(), b.message.c_str());
+                fail("%s: record %zu (id %s): %s", d.source_.c_str(), rec.source_index, rec.id.c_str(), b.message.c_str());
             ++d.skipped_.by_reason[b.reason];
         }
     }
@@ -267,7 +274,8 @@ std::filesystem::path LlavaDataset::resolve_image(const std::string& rel) const 
 }
 
 std::string LlavaDataset::where(size_t i) const {
-    return source_ + ": record " + std::to_string(i) + " (id " + (i < records_.size() ? records_[i].id : "?") + ")";
+    if (i >= records_.size()) return source_ + ": record ?";
+    return source_ + ": record " + std::to_string(records_[i].source_index) + " (id " + records_[i].id + ")";
 }
 
 namespace {
@@ -342,6 +350,7 @@ TrainExample LlavaDataset::get(size_t i, const text::Tokenizer& tok, text::ChatT
         TrainExample ex = tokenize_record(records_[i], tok, tmpl, options_,
                                           [this](const std::string& p) { return resolve_image(p); });
         ex.index = i;
+        ex.source_index = records_[i].source_index;
         return ex;
     } catch (const BadRecord& b) {
         fail("%s: %s", where(i).c_str(), b.message.c_str());
@@ -377,15 +386,15 @@ std::vector<std::vector<float>> LlavaDataset::load_images(const TrainExample& ex
         try {
             r = imaging::load_medical(p, io);
         } catch (const Error& e) {
-            fail("%s: record %zu (id %s): unreadable image: %s", source_.c_str(), ex.index, ex.id.c_str(), e.what());
+            fail("%s: record %zu (id %s): unreadable image: %s", source_.c_str(), ex.source_index, ex.id.c_str(), e.what());
         }
-        HG_CHECK(!r.images.empty(), "%s: record %zu (id %s): %s gave no image", source_.c_str(), ex.index,
+        HG_CHECK(!r.images.empty(), "%s: record %zu (id %s): %s gave no image", source_.c_str(), ex.source_index,
                  ex.id.c_str(), p.string().c_str());
         for (const imaging::LoadedImage& li : r.images) out.push_back(imaging::clip_preprocess(li.image, pre));
     }
     HG_CHECK(out.size() == ex.image_paths.size(),
              "%s: record %zu (id %s): %zu image(s) loaded for %zu <image> slot(s) (a file gave several slices)",
-             source_.c_str(), ex.index, ex.id.c_str(), out.size(), ex.image_paths.size());
+             source_.c_str(), ex.source_index, ex.id.c_str(), out.size(), ex.image_paths.size());
     return out;
 }
 

@@ -30,7 +30,10 @@
 //     no BOS, and `round_len` without the separator, which for Phi-3's rstrip'd "<|end|>" and lone
 //     "▁" drifts by a token per round and then masks the whole record): HealthGPT's training code is
 //     not public, and the quirks either train on a role marker or silently drop multi-turn records.
-//     The exact answer span is what LLaVA intends; see the tests and gen_train_data.py.
+//     The exact answer span is what LLaVA intends; see the tests and gen_train_data.py. Measured:
+//     gen_train_data.py's re-write of preprocess_mpt (LLaVA v1.5, has_image branch) masks all six
+//     fixture records with the Phi-3 tokenizer (its "tokenization mismatch"; expected.json keeps
+//     its labels as llava_mpt_labels), so following it literally would train on nothing.
 //   * Truncation to max_seq counts sequence rows: a text token is 1 row, an image slot
 //     `image_rows` rows (576 for CLIP-L/14 at 336). Ids and labels are cut at max_seq rows (LLaVA:
 //     input_ids[:model_max_length] and the expanded embeddings cut again); an image slot that does
@@ -70,6 +73,7 @@ struct LlavaRecord {
     std::vector<std::string> images;  // as written in the file (relative to the image folder)
     std::vector<LlavaTurn> conversations;
     std::map<std::string, std::string> meta;
+    size_t source_index = 0;  // position in the file (messages name it; it survives skipping)
 };
 
 struct DatasetOptions {
@@ -84,6 +88,7 @@ struct DatasetOptions {
 struct TrainExample {
     std::string id;
     size_t index = 0;                       // record index in the dataset (after skipping)
+    size_t source_index = 0;                // record index in the file
     std::vector<int32_t> input_ids;         // text ids and text::kImageTokenId slots
     std::vector<int32_t> labels;            // same length; kIgnoreIndex where no loss
     std::vector<std::filesystem::path> image_paths;  // resolved, one per slot, in order
@@ -136,7 +141,9 @@ private:
     DatasetOptions options_;
     std::vector<LlavaRecord> records_;
     SkipReport skipped_;
-    std::string where(size_t i) const;  // "FILE: record I (id X)"
+    static LlavaDataset checked_records(std::vector<LlavaRecord> records, const DatasetOptions& options,
+                                        std::string source);  // image checks, source_index kept
+    std::string where(size_t i) const;  // "FILE: record I (id X)", I the index in the file
 };
 
 // Parses LLaVA JSON text (exposed for tests and importers). `source` names it in messages.

@@ -103,6 +103,7 @@ TEST(TrainDataset, LoadImagesAsAsk) {
     TrainExample ex;  // images do not need the tokenizer
     ex.id = "two_images";
     ex.index = 3;
+    ex.source_index = 3;
     ex.image_paths = {d.resolve_image("a.png"), d.resolve_image("b.png")};
     const auto px = d.load_images(ex, hg::imaging::ClipPreprocess{});
     ASSERT_EQ(px.size(), 2u);
@@ -156,6 +157,24 @@ TEST(TrainDataset, BadRecordsNameIndexAndId) {
         EXPECT_EQ(d.skipped().total(), 1u) << c.name;
         EXPECT_EQ(d.skipped().by_reason.count(c.reason), 1u) << c.name << ": " << d.skipped().summary();
     }
+}
+
+TEST(TrainDataset, MessagesKeepFileIndexAfterSkipping) {
+    HG_SKIP_WITHOUT_SHARED_DATA("tokenizers/phi3/tokenizer.model");
+    const hg::text::Tokenizer tok(hgtest::phi3_from_model());
+    // record 0 is bad (skipped), record 1 is good, record 2 is too long for max_seq 20
+    const auto p = write_text("skip_index.json", R"([{"id": "bad"},
+        {"id": "ok", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]},
+        {"id": "long", "conversations": [{"from": "human", "value": "one two three four five six seven eight nine ten"},
+                                         {"from": "gpt", "value": "eleven"}]}])");
+    DatasetOptions o;
+    o.skip_bad = true;
+    o.max_seq = 20;
+    const LlavaDataset d = LlavaDataset::load(p, o);
+    ASSERT_EQ(d.size(), 2u);
+    EXPECT_EQ(d.get(0, tok, ChatTemplate::phi3_instruct).source_index, 1u);
+    const std::string msg = error_of([&] { d.get(1, tok, ChatTemplate::phi3_instruct); });
+    EXPECT_NE(msg.find("record 2 (id long): the prompt is longer than max_seq (20 rows)"), std::string::npos) << msg;
 }
 
 TEST(TrainDataset, MalformedJsonGivesPosition) {
