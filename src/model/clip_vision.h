@@ -10,6 +10,13 @@
 // Python indexing: -1 = block N, -2 = block N-1 (HealthGPT comprehension), 1 = block 1 (generation).
 //
 // Weights come from a vision GGUF with llama.cpp's CLIP/mmproj names (docs/MODELS.md).
+//
+// Training: forward_train computes the same output as forward (bit for bit, same kernels) and
+// keeps what backward needs with per-block activation checkpointing: the patch matrix, the
+// embeddings before pre_layrnorm and each block's input. backward recomputes one block's
+// internals from its input (attention through the training kernels, which also give the
+// log-sum-exp), backprops it, and moves to the block below. It stops at the lowest block that has
+// a trainable weight unless the embeddings or the pixels want a gradient.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -19,7 +26,10 @@
 
 #include "core/arena.h"
 #include "core/tensor.h"
+#include "core/ops.h"
+#include "core/ops_backward.h"
 #include "core/thread_pool.h"
+#include "model/grad_sink.h"
 #include "model/weight_source.h"
 
 namespace hg {
@@ -94,6 +104,15 @@ struct ClipVisionBlock {
     std::vector<float> fc2_b;                        // [hidden]
 };
 
+// What ClipVision::forward_train keeps for ClipVision::backward (owned buffers, reused across calls).
+struct ClipVisionTrainState {
+    int n_blocks = 0;                 // blocks the forward ran (resolve_layer(layer))
+    std::vector<float> patches;       // [n_patches, C*patch*patch]: the conv as a matmul's input
+    std::vector<float> embeddings;    // [n_tokens, hidden]: class/patch embeddings + positions (pre_layrnorm's input)
+    std::vector<float> block_inputs;  // [n_blocks, n_tokens, hidden]: x entering block i (x_0 = pre_layrnorm output)
+    const Kernels* kernels = nullptr;  // the forward table the pass ran with; backward recomputes with it
+};
+
 class ClipVision {
 public:
     // Binds every tensor (all N blocks) from `src`, checking names, shapes and types.
@@ -112,9 +131,43 @@ public:
     int forward(float* out, const float* pixels, int layer, Arena& arena, ThreadPool& pool) const;
     std::vector<float> forward(const float* pixels, int layer, ThreadPool& pool) const;
 
+    // Every tensor the tower binds, by the GGUF name it was bound from (clip_names): the patch
+    // conv [hidden, C, patch, patch] and the block matrices are the bound views; class/position
+    // embeddings, norms and biases are F32 views of the float32 copies this object holds.
+    ParamRefs parameters() const;
+
+    // forward() with what backward needs kept in `state` (see ClipVisionTrainState). `kernels`
+    // nullptr = the active table (with it the output equals forward()'s bit for bit). Scratch
+    // from `arena` (not reset here). Returns the number of blocks it ran.
+    int forward_train(float* out, const float* pixels, int layer, ClipVisionTrainState& state, Arena& arena,
+                      ThreadPool& pool, const Kernels* kernels = nullptr) const;
+
+    // Given dout[n_patches, hidden] = d loss / d forward_train's output, ACCUMULATES (+=) the
+    // gradient of every weight that `sink` has a buffer for (found by the data pointer of its
+    // ParamRef), and of the pixels into dpixels[C, S, S] unless it is nullptr. Runs back only
+    // through the blocks the forward ran, and only down to the lowest one that needs it; with
+    // nothing trainable and dpixels == nullptr it returns at once. Deterministic: the same result
+    // for any thread count. `bk` nullptr = the default backward table (for now
+    // model/vision_backward_fallback.h, until core's backward kernels land).
+    void backward(const float* dout, const ClipVisionTrainState& state, const GradSink& sink, float* dpixels,
+                  Arena& arena, ThreadPool& pool, const BackwardKernels* bk = nullptr) const;
+
 private:
-    void embed(float* x, const float* pixels, Arena& arena, ThreadPool& pool) const;  // x[n_tokens, hidden]
-    void block_forward(float* x, const ClipVisionBlock& b, Arena& arena, ThreadPool& pool) const;
+    struct BlockScratch;
+    struct BackwardScratch;
+    // x[n_tokens, hidden] = pre_layrnorm(e); e from the patch matrix (embed_sum).
+    void embed(float* x, const float* pixels, Arena& arena, ThreadPool& pool) const;
+    void patchify(float* patches, const float* pixels) const;  // [n_patches, C*P*P]
+    void embed_sum(float* e, const float* patches, const Kernels& K, ThreadPool& pool) const;  // e[n_tokens, hidden]
+    // x = x + attn(ln1(x)); x = x + mlp(ln2(x)), in place on the residual stream x[n_tokens, hidden].
+    void block_forward(float* x, const ClipVisionBlock& b, const BlockScratch& s, const Kernels& K,
+                       ThreadPool& pool) const;
+    // Gradient of block b given g = d loss / d its output, in place: g becomes d loss / d its input
+    // `x_in`. Weight gradients accumulate through `sink`.
+    void block_backward(float* g, const float* x_in, const ClipVisionBlock& b, const GradSink& sink,
+                        const BackwardScratch& s, ThreadPool& pool, const Kernels& K, const BackwardKernels& BK) const;
+    bool block_trainable(const ClipVisionBlock& b, const GradSink& sink) const;
+    AttentionParams attention_params() const;
 
     ClipVisionConfig cfg_;
     Tensor patch_w_;  // [hidden, C*patch*patch]: the conv kernel seen as a matrix

@@ -193,6 +193,7 @@ def gen_case(blob, tag, cfg_kwargs, layer, seed):
     expect_unreached = 16 * (cfg.num_hidden_layers - k)
     assert n_unreached == expect_unreached, (tag, n_unreached, expect_unreached)
 
+    unreached = sorted(n for n, t in grads.items() if not t.abs().max() > 0)
     # The key bias shifts every score of a query row by the same q·b_k, which softmax ignores: its
     # true gradient is exactly zero (float64 leaves ~1e-16). The test measures ours against the
     # scale of the same block's key-weight gradient instead of its own (zero) maximum.
@@ -217,7 +218,7 @@ def gen_case(blob, tag, cfg_kwargs, layer, seed):
         "num_hidden_layers": cfg.num_hidden_layers, "intermediate_size": cfg.intermediate_size,
         "hidden_act": cfg.hidden_act, "layer": layer, "projector_out": PROJ_OUT,
         "vision_gguf": f"{tag}.vision.gguf", "projector_gguf": f"{tag}.proj.gguf",
-        "params": sorted(grads.keys()), "unreached": sorted(n for n, t in grads.items() if not t.abs().max() > 0),
+        "params": sorted(grads.keys()), "unreached": unreached,
         "zero_by_symmetry": zero_by_symmetry, "loss": loss.item(),
     }
 
