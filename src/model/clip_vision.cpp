@@ -8,7 +8,6 @@
 
 #include "core/error.h"
 #include "core/ops.h"
-#include "model/vision_backward_fallback.h"  // FALLBACK until core/kernels/backward_ref.cpp lands
 
 namespace hg {
 
@@ -479,8 +478,7 @@ void ClipVision::backward(const float* dout, const ClipVisionTrainState& state, 
     if (!need_embed && lowest == n_blocks) return;  // frozen: nothing to compute
     const int stop = need_embed ? 0 : lowest;
 
-    // FALLBACK: vision_fallback:: until core/kernels/backward_ref.cpp lands (then backward_kernels()).
-    const BackwardKernels& BK = bk ? *bk : vision_fallback::backward_kernels();
+    const BackwardKernels& BK = bk ? *bk : backward_kernels();
     const Kernels& K = *state.kernels;
     auto buf = [&](int64_t n) { return arena.alloc<float>(static_cast<size_t>(n)); };
 
@@ -512,7 +510,7 @@ void ClipVision::backward(const float* dout, const ClipVisionTrainState& state, 
         float* dcols = buf(NP * KP);  // [NP, C*P*P]
         std::memset(dcols, 0, NP * KP * sizeof(float));
         BK.matmul_backward_x(dcols, de + D, patch_w_, NP, pool);
-        vision_fallback::patch2im(dpixels, dcols, C, S, S, cfg_.patch_size);  // FALLBACK: core patch2im
+        patch2im(dpixels, dcols, C, S, S, cfg_.patch_size);
     }
 }
 

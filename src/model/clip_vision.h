@@ -147,8 +147,7 @@ public:
     // ParamRef), and of the pixels into dpixels[C, S, S] unless it is nullptr. Runs back only
     // through the blocks the forward ran, and only down to the lowest one that needs it; with
     // nothing trainable and dpixels == nullptr it returns at once. Deterministic: the same result
-    // for any thread count. `bk` nullptr = the default backward table (for now
-    // model/vision_backward_fallback.h, until core's backward kernels land).
+    // for any thread count. `bk` nullptr = the active backward table (backward_kernels()).
     void backward(const float* dout, const ClipVisionTrainState& state, const GradSink& sink, float* dpixels,
                   Arena& arena, ThreadPool& pool, const BackwardKernels* bk = nullptr) const;
 

@@ -410,6 +410,11 @@ AttentionParams train_attention_params(const DecoderHParams& hp) {
 
 }  // namespace
 
+void LinearAdapter::backward(float*, const float*, const float*, int64_t, const GradSink*, ThreadPool&, const Kernels&,
+                             const BackwardKernels&) const {
+    fail("this linear adapter has no backward pass, so a model using it cannot be trained");
+}
+
 ParamRefs Decoder::parameters() const {
     ParamRefs p;
     p.push_back({"token_embd.weight", w_.token_embd});

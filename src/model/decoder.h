@@ -96,10 +96,11 @@ public:
                        const Kernels& k) const = 0;
     // Training: given the same x and the gradient dy of y, dx[M, n_in] += the gradient through
     // the adapter (dx may be nullptr) and the adapter's own weight gradients go to `sink`.
+    // The default refuses: an adapter without a backward cannot take part in training.
     virtual void backward(float* dx, const float* dy, const float* x, int64_t M, const GradSink* sink,
-                          ThreadPool& pool, const Kernels& k, const BackwardKernels& bk) const = 0;
-    // Every trainable tensor of this adapter, by its GGUF name.
-    virtual ParamRefs parameters() const = 0;
+                          ThreadPool& pool, const Kernels& k, const BackwardKernels& bk) const;
+    // Every trainable tensor of this adapter, by its GGUF name (default: none).
+    virtual ParamRefs parameters() const { return {}; }
 };
 
 // The adapters of one request (e.g. one H-LoRA plugin): nullptr where a linear has none.

@@ -4,7 +4,6 @@
 
 #include "core/error.h"
 #include "core/ops.h"
-#include "model/vision_backward_fallback.h"  // FALLBACK until core/kernels/backward_ref.cpp lands
 
 namespace hg {
 
@@ -68,8 +67,7 @@ void Projector::backward(const float* dy, const ProjectorTrainState& saved, cons
     float* dw2 = sink.find(w2_.data);
     float* db2 = sink.find(b2_.data());
     if (!dw0 && !db0 && !dw2 && !db2 && !dx) return;  // frozen and nothing below wants a gradient
-    // FALLBACK: vision_fallback:: until core/kernels/backward_ref.cpp lands (then backward_kernels()).
-    const BackwardKernels& BK = bk ? *bk : vision_fallback::backward_kernels();
+    const BackwardKernels& BK = bk ? *bk : backward_kernels();
 
     // y = a·W2ᵀ + b2 with a = gelu(pre): dW2 += dyᵀ·a, db2 += Σ dy, da = dy·W2
     float* a = arena.alloc<float>(M * H);

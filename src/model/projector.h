@@ -55,8 +55,7 @@ public:
 
     // Given dy[M, d_out], ACCUMULATES the gradients of the weights `sink` has buffers for and,
     // unless dx is nullptr, dx[M, d_in] += d loss / d x. Deterministic for any thread count.
-    // Scratch from `arena` (not reset here); `bk` nullptr = the default backward table (for now
-    // model/vision_backward_fallback.h, until core's backward kernels land).
+    // Scratch from `arena` (not reset here); `bk` nullptr = the active backward table (backward_kernels()).
     void backward(const float* dy, const ProjectorTrainState& saved, const GradSink& sink, float* dx, Arena& arena,
                   ThreadPool& pool, const BackwardKernels* bk = nullptr) const;
 

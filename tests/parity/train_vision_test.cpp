@@ -29,7 +29,6 @@
 #include "model/clip_vision.h"
 #include "model/grad_sink.h"
 #include "model/projector.h"
-#include "model/vision_backward_fallback.h"
 #include "model/weight_source.h"
 #include "test_util.h"
 
@@ -39,11 +38,9 @@ namespace {
 
 constexpr double kBound = 1e-5;
 
-// FALLBACK: core/kernels/backward_ref.cpp had not landed, so both runs use the vision fallback's
-// scalar backward table (model/vision_backward_fallback.h) and differ in the forward tables
-// (recomputation included). When it lands: backward_kernels_ref() and backward_kernels().
-const BackwardKernels& backward_ref_table() { return vision_fallback::backward_kernels(); }
-const BackwardKernels& backward_active_table() { return vision_fallback::backward_kernels(); }
+// The scalar reference backward table and the active one (core/ops_backward.h).
+const BackwardKernels& backward_ref_table() { return backward_kernels_ref(); }
+const BackwardKernels& backward_active_table() { return backward_kernels(); }
 
 // manifest.json + data.bin (float32 arrays by name), as tests/parity/clip_fixture.h reads vision/.
 class TrainVisionFixture {
