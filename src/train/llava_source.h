@@ -1,33 +1,42 @@
-// The trainer's SampleSource (trainer.h) over a LlavaDataset: example i tokenised with the model's
-// own tokenizer and chat template (text.gguf: healthgpt.chat_template), its images loaded lazily and
-// preprocessed as `ask` does (the model's CLIP preprocessing). Nothing is cached: a 10k-record set
-// holds only the records in memory.
+// The trainer's view of a data file: LLaVA conversation JSON, or a VQA-RAD / SLAKE question file
+// (imported on the fly), tokenised for the model's template and its images loaded through the same
+// preprocessing as `ask` (dataset.h), as a SampleSource.
 #pragma once
+#include <filesystem>
+#include <memory>
+
 #include "train/dataset.h"
 #include "train/trainer.h"
 
 namespace hg::train {
 
+struct LlavaSourceOptions {
+    std::filesystem::path image_folder;  // empty: the data file's (VQA-RAD: its images/)
+    int64_t max_seq = 2048;
+    bool skip_bad = false;
+};
+
+// Which format `path` holds: a JSON array whose first element has "conversations" (LLaVA), or
+// "image_name" + "answer_type" (VQA-RAD), or "img_name" + "q_lang" (SLAKE).
+enum class DataFormat { Llava, VqaRad, Slake };
+DataFormat detect_data_format(const std::filesystem::path& path);
+
+// Every record is tokenised up front (validate): a bad one is an error naming it, or with
+// skip_bad is dropped and counted (skipped()).
 class LlavaSource final : public SampleSource {
 public:
-    // `data` must outlive the source.
-    LlavaSource(const LlavaDataset& data, imaging::ImageOptions image_options = {})
-        : data_(data), io_(std::move(image_options)) {}
-    size_t size() const override { return data_.size(); }
-    TrainSample get(size_t i, const TrainableModel& model) const override {
-        const Model& m = model.model();
-        TrainExample ex = data_.get(i, m.tokenizer(), m.chat_template());
-        TrainSample s;
-        s.id = ex.id;
-        if (!ex.image_paths.empty()) s.pixels = data_.load_images(ex, m.preprocess(), io_);
-        s.input_ids = std::move(ex.input_ids);
-        s.labels = std::move(ex.labels);
-        return s;
-    }
+    LlavaSource(const std::filesystem::path& path, const TrainableModel& model, const LlavaSourceOptions& opt);
+    size_t size() const override { return dataset_->size(); }
+    TrainSample get(size_t i, const TrainableModel& model) const override;
+    const LlavaDataset& dataset() const { return *dataset_; }
+    DataFormat format() const { return format_; }
 
 private:
-    const LlavaDataset& data_;
-    imaging::ImageOptions io_;
+    std::unique_ptr<LlavaDataset> dataset_;
+    DataFormat format_ = DataFormat::Llava;
 };
+
+std::unique_ptr<LlavaSource> make_llava_source(const std::filesystem::path& path, const TrainableModel& model,
+                                               const LlavaSourceOptions& opt);
 
 }  // namespace hg::train
