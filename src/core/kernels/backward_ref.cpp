@@ -243,9 +243,28 @@ const BackwardKernels kBackwardRef = {
 
 }  // namespace
 
+// The fast level (backward_avx2.cpp), referenced strongly so the linker keeps it (dispatch.cpp).
+const BackwardKernels* backward_kernels_avx2_table();
+
 const BackwardKernels& backward_kernels_ref() { return kBackwardRef; }
-const BackwardKernels* backward_kernels_for(Isa isa) { return isa == Isa::Scalar ? &kBackwardRef : nullptr; }
-const BackwardKernels& backward_kernels() { return kBackwardRef; }
+const BackwardKernels* backward_kernels_for(Isa isa) {
+    if (static_cast<int>(isa) > static_cast<int>(isa_supported())) return nullptr;
+    switch (isa) {
+        case Isa::Scalar: return &kBackwardRef;
+        case Isa::Avx2: return backward_kernels_avx2_table();
+        case Isa::Avx512: return nullptr;  // no AVX-512 level: this CPU (Zen 3) cannot run it
+    }
+    return nullptr;
+}
+// The same choice as kernels(): the highest level at or below isa_active() that exists.
+const BackwardKernels& backward_kernels() {
+    static const BackwardKernels* k = [] {
+        for (int l = static_cast<int>(isa_active()); l > 0; --l)
+            if (const BackwardKernels* t = backward_kernels_for(static_cast<Isa>(l))) return t;
+        return &kBackwardRef;
+    }();
+    return *k;
+}
 
 void rope_forward(float* x, int64_t n_tok, size_t stride, int n_head, int head_dim, int n_rot, const int32_t* pos,
                   float theta, RopeMode mode, const float* freq_factors, float attn_factor) {
