@@ -11,7 +11,9 @@
 #include "command.h"
 #include "core/error.h"
 #include "core/thread_pool.h"
+#include "formats/gguf.h"
 #include "train/llava_source.h"
+#include "train/plugin_export.h"
 #include "train/plugin_init.h"
 #include "train/save_trained.h"
 #include "train/trainer.h"
@@ -22,7 +24,7 @@ std::atomic<bool> g_interrupted{false};
 extern "C" void on_sigint(int) { g_interrupted.store(true); }
 
 struct TrainArgs {
-    std::string model, data, eval_data, image_folder, plugin = "com", out, resume, log, checkpoint;
+    std::string model, data, eval_data, image_folder, plugin = "com", out, resume, log, checkpoint, export_bin;
     int stage = 3;
     bool unfreeze_vision = false, full = false, skip_bad = false, new_plugin = false;
     int64_t rank = 64, experts = 4;
@@ -176,6 +178,19 @@ int run_train(const TrainArgs& a) {
                                  "write a model folder\n", o.checkpoint_path.string().c_str());
         std::fprintf(stderr, "train: wrote %s (run it with: healthgpt ask -m MODEL --plugin ... after copying it "
                              "into MODEL/plugins/)\n", a.out.c_str());
+        if (!a.export_bin.empty()) {
+            // The reference's com_hlora_weights.bin layout, so the plugin also runs in the Python HealthGPT.
+            auto trained = hg::GGUFFile::open(a.out);
+            hg::PluginExportOptions eo;
+            eo.hlora_out = a.export_bin;
+            eo.fusion_out = fs::path(a.export_bin).parent_path() / "fusion_layer_weights.bin";
+            eo.type = st.type;
+            std::error_code ec;
+            if (fs::path(a.export_bin).has_parent_path()) fs::create_directories(fs::path(a.export_bin).parent_path(), ec);
+            const hg::PluginExportResult r = hg::export_plugin(*trained, eo);
+            std::fprintf(stderr, "train: exported %zu tensors to %s (the reference's key layout)\n", r.hlora_tensors,
+                         a.export_bin.c_str());
+        }
     }
     trainer.save_checkpoint(o.checkpoint_path);
     return 0;
@@ -221,6 +236,8 @@ HG_COMMAND(train, "Fine-tune H-LoRA plugins (HealthGPT's stages 1-3), the vision
     app.add_option("--log", a->log, "JSONL log of every step (default OUT.log.jsonl)");
     app.add_option("--out-type", a->out_type, "type of the trained tensors in the output: f32, f16, bf16")
         ->capture_default_str();
+    app.add_option("--export-bin", a->export_bin,
+                   "also write the trained plugin as the reference's com_hlora_weights.bin (PyTorch zip)");
     app.add_option("-o,--out", a->out, "the trained plugin .gguf (or, with --full, a model folder)")->required();
     return [a] { return run_train(*a); };
 }
