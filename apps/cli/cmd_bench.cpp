@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "command.h"
+#include "train/bench_train.h"
+#include "core/kernels/kernel_bench.h"
 #include "core/cpu_features.h"
 #include "core/error.h"
 #include "core/kernels/kernel_bench.h"
@@ -41,6 +43,9 @@ struct BenchOptions {
     bool roof = false;
     // --write-model
     std::string write_model, shape = "phi3-mini", wtype = "q4_k", vocab;
+    // --train
+    bool train = false;
+    int64_t rank = 64;
     // common
     int threads = 0;
     bool cpu_time = false;
@@ -195,6 +200,31 @@ int run_models(const BenchOptions& o, const std::string& command) {
     return 0;
 }
 
+// Training throughput (train/bench_train.h): stage 3 H-LoRA on the decoder of -m, one example of
+// -p rows with the loss on the last 64, -r timed steps.
+int run_train(const BenchOptions& o) {
+    HG_CHECK(!o.model.empty(), "bench --train needs a text-model GGUF (-m FILE)");
+    hg::ThreadPool pool(o.threads);
+    auto dec = hg::Decoder::load(o.model);
+    hg::train::TrainBenchOptions t;
+    t.seq = o.n_prompt;
+    t.rank = o.rank;
+    t.steps = o.reps;
+    const hg::MachineRoofs roofs = hg::measure_roofs(pool);
+    const hg::train::TrainBenchResult r = hg::train::bench_train_hlora(*dec, t, pool);
+    double mean = 0, sd = 0;
+    hg::mean_stddev(r.step_seconds, &mean, &sd);
+    std::printf("| CPU | model | threads | rows | H-LoRA rank | trainable | s/step | train tok/s | GFLOP/step | GFLOP/s | "
+                "FMA peak GFLOP/s | share of peak | peak RSS MiB |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    std::printf("| %s | %s | %d | %lld | %lld | %lld | %.2f ± %.2f | %.1f | %.0f | %.1f | %.0f | %.0f %% | %.0f |\n",
+                hg::cpu_features().brand.c_str(), dec->hparams().describe().c_str(), pool.size(), (long long)t.seq,
+                (long long)t.rank, (long long)r.trainable, mean, sd, (double)t.seq / mean, r.step_gflop,
+                r.step_gflop / mean, roofs.fma_gflops, 100.0 * r.step_gflop / mean / roofs.fma_gflops, r.peak_rss_mib);
+    std::printf("\nforward %.0f GFLOP; a step = forward + recomputed forward (checkpointing) + backward dX through the "
+                "frozen base + H-LoRA; final loss %.3f\n", r.forward_gflop, r.loss);
+    return 0;
+}
+
 }  // namespace
 
 HG_COMMAND(bench, "Benchmarks: llama-bench style model tests (-m FILE), kernels (--kernels), benchmark models") {
@@ -226,6 +256,9 @@ HG_COMMAND(bench, "Benchmarks: llama-bench style model tests (-m FILE), kernels 
                    "--write-model: GGUF whose tokenizer.* keys are copied "
                    "(default $HEALTHGPT_SHARED_DATA/tokenizers/phi3/ggml-vocab-phi-3.gguf)");
 
+    app.add_flag("--train", o->train, "training throughput and peak RSS: stage-3 H-LoRA steps on the decoder of -m "
+                                     "(-p rows per example, -r steps, --rank)");
+    app.add_option("--rank", o->rank, "--train: total H-LoRA rank")->capture_default_str();
     app.add_option("-t,--threads", o->threads, "threads (default: one per physical core, HEALTHGPT_THREADS)");
     app.add_flag("--cpu-time", o->cpu_time,
                  "rates from process CPU time / threads instead of wall time (for a machine shared with other work)");
@@ -248,6 +281,7 @@ HG_COMMAND(bench, "Benchmarks: llama-bench style model tests (-m FILE), kernels 
             return run_kernels(*o, command);
         }
         if (!o->write_model.empty()) return run_write_model(*o);
+        if (o->train) return run_train(*o);
         if (!o->model.empty()) command += " -m " + o->model;
         command += " -p " + std::to_string(o->n_prompt) + " -n " + std::to_string(o->n_gen) + " -r " +
                    std::to_string(o->reps);

@@ -3,8 +3,8 @@
 // outputs only: each output element is reduced in one fixed order (its own loop), which never
 // depends on the thread count, so results are bit-identical for any number of threads.
 // The elementwise ops and the norms are the reference ones (they are a small share of a step).
-//   matmul dX:  dx[M,K] += dy[M,N]·W[N,K] — W dequantized per tile of rows and column chunk
-//   matmul dW:  dW[N,K] += dyᵀ·x, db       — tiles of dW rows × column chunks
+//   matmul dX:  dx[M,K] += dy[M,N]·W[N,K] — W dequantized and transposed once, then the forward GEMM
+//   matmul dW:  dW[N,K] += dyᵀ·x, db       — dy and x transposed, then the forward GEMM
 //   attention:  forward per (head, query row) with a log-sum-exp; backward in two passes that
 //               recompute the probabilities from it: dq by query rows, dk/dv by key rows
 // No [T, T] matrix is stored: each thread keeps one row of T scores.
@@ -13,6 +13,7 @@
 #include <cstring>
 #include <vector>
 
+#include "core/ops.h"
 #include "core/ops_backward.h"
 #include "core/quants.h"
 
@@ -20,57 +21,47 @@ namespace hg {
 
 namespace {
 
-constexpr int64_t kChunkK = 256;  // columns per chunk: a multiple of every block size (QK_K)
-constexpr int64_t kTileN = 32;    // weight rows per tile
-
-void matmul_backward_x_fast(float* dx, const float* dy, const Tensor& W, int64_t M, ThreadPool& pool) {
-    const int64_t N = W.rows(), K = W.cols();
-    const int64_t blk = dtype_info(W.type).block_size;
-    // Chunks of K aligned to the weight's blocks (the last may be shorter, still whole blocks).
-    const int64_t chunk = K % kChunkK == 0 || blk == 1 ? kChunkK : K;
-    const int64_t n_chunks = (K + chunk - 1) / chunk;
-    pool.parallel_for(n_chunks, [&](int64_t c0, int64_t c1, int) {
-        std::vector<float> tile((size_t)(kTileN * chunk));
-        for (int64_t c = c0; c < c1; ++c) {
-            const int64_t k0 = c * chunk, kc = std::min(chunk, K - k0);
-            const size_t off = row_bytes(W.type, k0);
-            for (int64_t n0 = 0; n0 < N; n0 += kTileN) {
-                const int64_t nt = std::min(kTileN, N - n0);
-                for (int64_t i = 0; i < nt; ++i) dequantize_row(W.type, W.row(n0 + i) + off, tile.data() + i * kc, kc);
-                for (int64_t m = 0; m < M; ++m) {
-                    float* __restrict d = dx + m * K + k0;
-                    const float* g = dy + m * N + n0;
-                    for (int64_t i = 0; i < nt; ++i) {
-                        const float a = g[i];
-                        const float* __restrict w = tile.data() + i * kc;
-                        for (int64_t k = 0; k < kc; ++k) d[k] += a * w[k];
-                    }
-                }
-            }
-        }
+// Row-major transpose of src[R, C] (float32) into dst[C, R], threaded over column blocks.
+void transpose(float* dst, const float* src, int64_t R, int64_t C, ThreadPool& pool) {
+    pool.parallel_for((C + 63) / 64, [&](int64_t b0, int64_t b1, int) {
+        for (int64_t b = b0; b < b1; ++b)
+            for (int64_t r0 = 0; r0 < R; r0 += 64)
+                for (int64_t c = b * 64; c < std::min(C, (b + 1) * 64); ++c)
+                    for (int64_t r = r0; r < std::min(R, r0 + 64); ++r) dst[c * R + r] = src[r * C + c];
     });
 }
 
-constexpr int64_t kTileW = 16;  // dW rows per tile
+// dx[M,K] += dy[M,N] · W[N,K]. W is dequantized and transposed once per call into Wt[K, N]
+// (float32), then the forward GEMM kernel computes dy · Wtᵀ: its reduction order per output never
+// depends on the thread count (it splits over output panels), so neither does this.
+void matmul_backward_x_fast(float* dx, const float* dy, const Tensor& W, int64_t M, ThreadPool& pool) {
+    const int64_t N = W.rows(), K = W.cols();
+    std::vector<float> w((size_t)(N * K)), wt((size_t)(N * K)), tmp((size_t)(M * K));
+    pool.parallel_for(N, [&](int64_t n0, int64_t n1, int) {
+        for (int64_t n = n0; n < n1; ++n) dequantize_row(W.type, W.row(n), w.data() + n * K, K);
+    }, 16);
+    transpose(wt.data(), w.data(), N, K, pool);
+    w = {};
+    const Tensor Wt = Tensor::view(DType::F32, {K, N}, wt.data());
+    kernels().matmul(tmp.data(), dy, Wt, nullptr, M, pool);
+    pool.parallel_for(M * K, [&](int64_t i0, int64_t i1, int) {
+        for (int64_t i = i0; i < i1; ++i) dx[i] += tmp[(size_t)i];
+    }, 4096);
+}
 
+// dW[N,K] += dyᵀ · x = matmul(dyᵀ [N, M], xᵀ [K, M]); db[N] += Σ_m dy.
 void matmul_backward_w_fast(float* dW, float* db, const float* dy, const float* x, int64_t M, int64_t N, int64_t K,
                             ThreadPool& pool) {
-    const int64_t n_tiles = (N + kTileW - 1) / kTileW, n_chunks = (K + kChunkK - 1) / kChunkK;
-    if (dW)
-        pool.parallel_for(n_tiles * n_chunks, [&](int64_t j0, int64_t j1, int) {
-            for (int64_t j = j0; j < j1; ++j) {
-                const int64_t n0 = (j / n_chunks) * kTileW, nt = std::min(kTileW, N - n0);
-                const int64_t k0 = (j % n_chunks) * kChunkK, kc = std::min(kChunkK, K - k0);
-                for (int64_t m = 0; m < M; ++m) {
-                    const float* __restrict xr = x + m * K + k0;
-                    for (int64_t i = 0; i < nt; ++i) {
-                        const float a = dy[m * N + n0 + i];
-                        float* __restrict d = dW + (n0 + i) * K + k0;
-                        for (int64_t k = 0; k < kc; ++k) d[k] += a * xr[k];
-                    }
-                }
-            }
-        });
+    if (dW) {
+        std::vector<float> dyt((size_t)(N * M)), xt((size_t)(K * M)), tmp((size_t)(N * K));
+        transpose(dyt.data(), dy, M, N, pool);
+        transpose(xt.data(), x, M, K, pool);
+        const Tensor Xt = Tensor::view(DType::F32, {K, M}, xt.data());
+        kernels().matmul(tmp.data(), dyt.data(), Xt, nullptr, N, pool);
+        pool.parallel_for(N * K, [&](int64_t i0, int64_t i1, int) {
+            for (int64_t i = i0; i < i1; ++i) dW[i] += tmp[(size_t)i];
+        }, 4096);
+    }
     if (db)
         for (int64_t n = 0; n < N; ++n) {
             float s = 0;
