@@ -291,11 +291,7 @@ std::unique_ptr<AdapterSet> hlora_adapters(const HLoraPlugin& plugin, const Deco
     size_t bound = 0;
     for (size_t l = 0; l < layers.size(); ++l) {
         const DecoderLayer& L = layers[l];
-        const std::pair<LinearKind, const Linear*> linears[] = {
-            {LinearKind::AttnQKV, &L.qkv}, {LinearKind::AttnQ, &L.q},          {LinearKind::AttnK, &L.k},
-            {LinearKind::AttnV, &L.v},     {LinearKind::AttnOutput, &L.o},     {LinearKind::FfnGateUp, &L.gate_up},
-            {LinearKind::FfnGate, &L.gate}, {LinearKind::FfnUp, &L.up},        {LinearKind::FfnDown, &L.down},
-        };
+        const auto linears = L.linears();
         for (const auto& [kind, lin] : linears) {
             if (!lin->present()) continue;
             const HLoraWeights* w = plugin.find((int)l, linear_kind_name(kind));
@@ -422,11 +418,7 @@ ParamRefs Decoder::parameters() const {
         const DecoderLayer& L = w_.layers[l];
         const std::string blk = "blk." + std::to_string(l) + ".";
         p.push_back({blk + "attn_norm.weight", f32_view(L.attn_norm)});
-        const std::pair<LinearKind, const Linear*> linears[] = {
-            {LinearKind::AttnQKV, &L.qkv},   {LinearKind::AttnQ, &L.q},         {LinearKind::AttnK, &L.k},
-            {LinearKind::AttnV, &L.v},       {LinearKind::AttnOutput, &L.o},    {LinearKind::FfnGateUp, &L.gate_up},
-            {LinearKind::FfnGate, &L.gate},  {LinearKind::FfnUp, &L.up},        {LinearKind::FfnDown, &L.down},
-        };
+        const auto linears = L.linears();
         for (const auto& [kind, lin] : linears) {
             if (!lin->present()) continue;
             p.push_back({blk + linear_kind_name(kind) + ".weight", lin->weight});

@@ -23,10 +23,12 @@
 // biases are copied to float32 at load. A Decoder is immutable after load and can be shared by
 // several generators; all per-call state is in the KV view and the Arena passed to forward().
 #pragma once
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/arena.h"
@@ -119,6 +121,13 @@ struct DecoderLayer {
     Linear gate_up;                // fused [2 n_ff, n_embd], gate = rows [0, n_ff)  (phi3)
     Linear gate, up;               // or separate [n_ff, n_embd]
     Linear down;                   // [n_embd, n_ff]
+
+    // Every linear slot with its kind, in LinearKind order (absent ones have !present()).
+    std::array<std::pair<LinearKind, const Linear*>, 9> linears() const {
+        return {{{LinearKind::AttnQKV, &qkv}, {LinearKind::AttnQ, &q}, {LinearKind::AttnK, &k},
+                 {LinearKind::AttnV, &v}, {LinearKind::AttnOutput, &o}, {LinearKind::FfnGateUp, &gate_up},
+                 {LinearKind::FfnGate, &gate}, {LinearKind::FfnUp, &up}, {LinearKind::FfnDown, &down}}};
+    }
 };
 
 struct DecoderWeights {

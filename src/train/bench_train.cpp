@@ -33,10 +33,7 @@ TrainBenchResult bench_train_hlora(const Decoder& dec, const TrainBenchOptions& 
     double linear_weights = 0;
     for (int64_t l = 0; l < hp.n_layer; ++l) {
         const DecoderLayer& L = dec.weights().layers[(size_t)l];
-        const std::pair<LinearKind, const Linear*> lins[] = {
-            {LinearKind::AttnQKV, &L.qkv}, {LinearKind::AttnQ, &L.q},    {LinearKind::AttnK, &L.k},
-            {LinearKind::AttnV, &L.v},     {LinearKind::AttnOutput, &L.o}, {LinearKind::FfnGateUp, &L.gate_up},
-            {LinearKind::FfnGate, &L.gate}, {LinearKind::FfnUp, &L.up},   {LinearKind::FfnDown, &L.down}};
+        const auto lins = L.linears();
         for (const auto& [kind, lin] : lins) {
             if (!lin->present()) continue;
             linear_weights += (double)lin->n_out() * (double)lin->n_in();

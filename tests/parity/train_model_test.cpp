@@ -117,19 +117,38 @@ void compare_grads(const TrainableModel& tm, const json& expected, const Blobs& 
         std::printf("  %-5s %-10s worst rel err %.2e (torch float32: %.2e)\n", what, g.c_str(), w.first, w.second);
 }
 
-class TrainModel : public ::testing::TestWithParam<std::string> {};
-
-TEST_P(TrainModel, GradientsOfVisionProjectorAndHLoraMatchTorch) {
+// One case of the manifest with its blobs; the manifest's paths are relative to root().
+struct Case {
+    json c;
+    std::filesystem::path dir;
+    Blobs blobs;
+};
+Case load_case(const std::string& name) {
     const json m = manifest();
-    ASSERT_TRUE(m["cases"].contains(GetParam()));
-    const json& c = m["cases"][GetParam()];
-    const auto dir = root();  // the manifest's paths are relative to it
-    Blobs blobs{read_blob<double>(dir / c["blobs"]["f64"].get<std::string>()),
-                read_blob<float>(dir / c["blobs"]["f32"].get<std::string>())};
+    if (!m["cases"].contains(name)) throw std::runtime_error("no case " + name + " in the manifest");
+    Case k{m["cases"][name], root(), {}};
+    k.blobs = {read_blob<double>(k.dir / k.c["blobs"]["f64"].get<std::string>()),
+               read_blob<float>(k.dir / k.c["blobs"]["f32"].get<std::string>())};
+    return k;
+}
+
+// grads_lora's trainable set: the vision tower unfrozen, the projector, every H-LoRA tensor.
+TrainSpec lora_spec(const json& c) {
     TrainSpec spec;
     spec.plugin = c["load"]["plugin"];
     spec.hlora = spec.projector = spec.vision = true;
     spec.vq_vocabulary = false;
+    return spec;
+}
+
+class TrainModel : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(TrainModel, GradientsOfVisionProjectorAndHLoraMatchTorch) {
+    const Case k = load_case(GetParam());
+    const json& c = k.c;
+    const auto& dir = k.dir;
+    const Blobs& blobs = k.blobs;
+    const TrainSpec spec = lora_spec(c);
     auto tm = TrainableModel::load(dir / c["model"].get<std::string>(), spec);
     const auto batch = samples(c, c["examples"], dir);
     for (size_t i = 0; i < batch.size(); ++i)
@@ -143,11 +162,10 @@ TEST_P(TrainModel, GradientsOfVisionProjectorAndHLoraMatchTorch) {
 }
 
 TEST_P(TrainModel, GradientsOfEveryDecoderWeightMatchTorch) {
-    const json m = manifest();
-    const json& c = m["cases"][GetParam()];
-    const auto dir = root();  // the manifest's paths are relative to it
-    Blobs blobs{read_blob<double>(dir / c["blobs"]["f64"].get<std::string>()),
-                read_blob<float>(dir / c["blobs"]["f32"].get<std::string>())};
+    const Case k = load_case(GetParam());
+    const json& c = k.c;
+    const auto& dir = k.dir;
+    const Blobs& blobs = k.blobs;
     TrainSpec spec;
     spec.decoder = true;
     spec.vq_vocabulary = false;
@@ -160,16 +178,12 @@ TEST_P(TrainModel, GradientsOfEveryDecoderWeightMatchTorch) {
 }
 
 TEST_P(TrainModel, TwentyAdamWStepsFollowTorchsTrajectory) {
-    const json m = manifest();
-    const json& c = m["cases"][GetParam()];
-    const auto dir = root();  // the manifest's paths are relative to it
-    Blobs blobs{read_blob<double>(dir / c["blobs"]["f64"].get<std::string>()),
-                read_blob<float>(dir / c["blobs"]["f32"].get<std::string>())};
+    const Case k = load_case(GetParam());
+    const json& c = k.c;
+    const auto& dir = k.dir;
+    const Blobs& blobs = k.blobs;
     const json& tr = c["trajectory"];
-    TrainSpec spec;
-    spec.plugin = c["load"]["plugin"];
-    spec.hlora = spec.projector = spec.vision = true;
-    spec.vq_vocabulary = false;
+    const TrainSpec spec = lora_spec(c);
     auto tm = TrainableModel::load(dir / c["model"].get<std::string>(), spec);
     // Tensors torch never optimised (no path to the loss) must not decay here either.
     std::set<std::string> optimised;

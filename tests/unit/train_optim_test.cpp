@@ -409,7 +409,9 @@ void export_and_convert_back(const std::string& name, DType type) {
         ASSERT_EQ(got.size(), want.size()) << ti.name;
         EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float))) << ti.name << " differs";
         // the converter keeps the exported type (routers and biases: F32, its fixed rule)
-        if (type == DType::F32) EXPECT_EQ(bi->type, DType::F32) << ti.name;
+        if (type == DType::F32) {
+            EXPECT_EQ(bi->type, DType::F32) << ti.name;
+        }
         ++n;
     }
     std::printf("plugin %s exported as %s (%zu H-LoRA/projector + %zu fusion tensors), converted back: %zu tensors bit-identical\n",
