@@ -1,5 +1,7 @@
 #include "formats/gguf.h"
 
+#include "formats/atomic_file.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -731,17 +733,7 @@ public:
     uint64_t pos() const { return pos_; }
 
 private:
-    void raw(const uint8_t* p, size_t n) {
-        while (n) {
-            const ssize_t w = ::write(fd_, p, std::min<size_t>(n, size_t{1} << 30));
-            if (w < 0) {
-                if (errno == EINTR) continue;
-                fail("%s: write failed: %s", name_.c_str(), std::strerror(errno));
-            }
-            p += w;
-            n -= static_cast<size_t>(w);
-        }
-    }
+    void raw(const uint8_t* p, size_t n) { write_all(fd_, p, n, name_); }
     static constexpr size_t kBuf = 1 << 20;
     int fd_;
     std::string name_;
@@ -819,10 +811,7 @@ void GGUFWriter::write(const std::filesystem::path& path) const {
     const size_t align = alignment();
     for (const auto& kv : kv_) check_value(kv.key, kv.value);
 
-    std::string tmpl = path.string() + ".tmp-XXXXXX";
-    int fd = ::mkstemp(tmpl.data());
-    if (fd < 0) fail("%s: cannot create a temporary file beside it: %s", path.c_str(), std::strerror(errno));
-    try {
+    write_file_atomically(path, [&](int fd, const std::string& tmpl) {
         Out o(fd, tmpl);
         o.put<uint32_t>(kMagic);
         o.put<uint32_t>(3);
@@ -854,24 +843,7 @@ void GGUFWriter::write(const std::filesystem::path& path) const {
             o.pad(align);
         }
         o.flush();
-        if (::fsync(fd) != 0) fail("%s: fsync failed: %s", tmpl.c_str(), std::strerror(errno));
-        const int rc = ::close(fd);
-        fd = -1;
-        if (rc != 0) fail("%s: close failed: %s", tmpl.c_str(), std::strerror(errno));
-    } catch (...) {
-        if (fd >= 0) ::close(fd);
-        ::unlink(tmpl.c_str());
-        throw;
-    }
-    // mkstemp creates the file 0600; give it the usual permissions (subject to the umask).
-    const mode_t mask = ::umask(0);
-    ::umask(mask);
-    ::chmod(tmpl.c_str(), 0666 & ~mask);
-    if (::rename(tmpl.c_str(), path.c_str()) != 0) {
-        const int e = errno;
-        ::unlink(tmpl.c_str());
-        fail("%s: cannot rename the temporary file into place: %s", path.c_str(), std::strerror(e));
-    }
+    });
 }
 
 }  // namespace hg

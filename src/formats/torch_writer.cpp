@@ -3,6 +3,8 @@
 // field) and the data; then the central directory (one record per entry) and the end record.
 #include "formats/torch_writer.h"
 
+#include "formats/atomic_file.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -55,15 +57,7 @@ class FileSink final : public Sink {
 public:
     FileSink(int fd, std::string name) : fd_(fd), name_(std::move(name)) {}
     void put(const void* p, size_t n) override {
-        const uint8_t* b = static_cast<const uint8_t*>(p);
-        size_t done = 0;
-        while (done < n) {
-            const ssize_t w = ::write(fd_, b + done, n - done);
-            if (w < 0 && errno == EINTR) continue;
-            if (w <= 0) fail("%s: write failed after %llu bytes: %s", name_.c_str(), (unsigned long long)(pos + done),
-                             w < 0 ? std::strerror(errno) : "no progress");
-            done += static_cast<size_t>(w);
-        }
+        write_all(fd_, p, n, name_);
         pos += n;
     }
 
@@ -302,29 +296,10 @@ std::vector<uint8_t> TorchWriter::to_bytes() const {
 }
 
 void TorchWriter::write(const std::filesystem::path& path) const {
-    std::string tmpl = path.string() + ".tmp-XXXXXX";
-    int fd = ::mkstemp(tmpl.data());
-    if (fd < 0) fail("%s: cannot create a temporary file beside it: %s", path.c_str(), std::strerror(errno));
-    try {
-        FileSink s(fd, tmpl);
-        emit(s);
-        if (::fsync(fd) != 0) fail("%s: fsync failed: %s", tmpl.c_str(), std::strerror(errno));
-        const int rc = ::close(fd);
-        fd = -1;
-        if (rc != 0) fail("%s: close failed: %s", tmpl.c_str(), std::strerror(errno));
-    } catch (const Error& e) {
-        if (fd >= 0) ::close(fd);
-        ::unlink(tmpl.c_str());
-        fail("%s: not written (the previous file, if any, is unchanged): %s", path.c_str(), e.what());
-    }
-    const mode_t mask = ::umask(0);  // mkstemp creates 0600; give the usual permissions
-    ::umask(mask);
-    ::chmod(tmpl.c_str(), 0666 & ~mask);
-    if (::rename(tmpl.c_str(), path.c_str()) != 0) {
-        const int e = errno;
-        ::unlink(tmpl.c_str());
-        fail("%s: cannot rename the temporary file into place: %s", path.c_str(), std::strerror(e));
-    }
+    write_file_atomically(path, [&](int fd, const std::string& tmp) {
+        FileSink sink(fd, tmp);
+        emit(sink);
+    });
 }
 
 }  // namespace hg

@@ -1,6 +1,8 @@
 // LLaVA conversation JSON -> training examples. See dataset.h for the semantics we follow.
 #include "train/dataset.h"
 
+#include "formats/atomic_file.h"
+
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -413,21 +415,7 @@ void write_llava_json(const std::filesystem::path& path, const std::vector<Llava
         doc.push_back(std::move(j));
     }
     const std::string text = doc.dump(1) + "\n";
-    std::filesystem::path tmp = path;
-    tmp += ".tmp";
-    {
-        std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-        HG_CHECK(f.good(), "%s: cannot write", tmp.string().c_str());
-        f.write(text.data(), static_cast<std::streamsize>(text.size()));
-        f.flush();
-        HG_CHECK(f.good(), "%s: write failed", tmp.string().c_str());
-    }
-    std::error_code ec;
-    std::filesystem::rename(tmp, path, ec);
-    if (ec) {
-        std::filesystem::remove(tmp, ec);
-        fail("%s: cannot rename the temporary file into place", path.string().c_str());
-    }
+    write_file_atomically(path, [&](int fd, const std::string& tmp) { write_all(fd, text.data(), text.size(), tmp); });
 }
 
 // ---------------------------------------------------------------------------------------------
