@@ -5,9 +5,9 @@
 // The elementwise ops and the norms are the reference ones (they are a small share of a step).
 //   matmul dX:  dx[M,K] += dy[M,N]·W[N,K] — W dequantized and transposed once, then the forward GEMM
 //   matmul dW:  dW[N,K] += dyᵀ·x, db       — dy and x transposed, then the forward GEMM
-//   attention:  forward per (head, query row) with a log-sum-exp; backward in two passes that
-//               recompute the probabilities from it: dq by query rows, dk/dv by key rows
-// No [T, T] matrix is stored: each thread keeps one row of T scores.
+//   attention:  per head through the same GEMM: P = softmax(scale Q Kᵀ) as a [T, T] matrix with
+//               each row's log-sum-exp kept; the backward recomputes P from it (one head's [T, T]
+//               scores at a time: T = 2048 needs 16 MiB per buffer)
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -70,11 +70,6 @@ void matmul_backward_w_fast(float* dW, float* db, const float* dy, const float* 
         }
 }
 
-bool visible(const AttentionParams& p, int64_t i, int64_t j) {
-    if (p.causal && j > i) return false;
-    if (p.window > 0 && j <= i - p.window) return false;
-    return true;
-}
 // Keys query i sees: [lo, hi)
 void key_range(const AttentionParams& p, int64_t T, int64_t i, int64_t* lo, int64_t* hi) {
     *hi = p.causal ? i + 1 : T;
@@ -87,93 +82,121 @@ float dot(const float* a, const float* b, int D) {
     return s;
 }
 
+// Per-head copies of the strided q/k/v/dout rows: x[t, h*D .. h*D+D) -> dst[t, D].
+void gather_head(float* dst, const float* src, size_t stride, int64_t T, int D, int h) {
+    for (int64_t t = 0; t < T; ++t) std::memcpy(dst + t * D, src + t * stride + (size_t)h * D, sizeof(float) * D);
+}
+
+// y[M, N] = x[M, K] · w[N, K]ᵀ through the forward GEMM (bit-identical for any thread count).
+void gemm_nt(float* y, const float* x, const float* w, int64_t M, int64_t N, int64_t K, ThreadPool& pool) {
+    const Tensor W = Tensor::view(DType::F32, {N, K}, const_cast<float*>(w));
+    kernels().matmul(y, x, W, nullptr, M, pool);
+}
+
+// Scores of one head as a [T, T] matrix through the GEMM: S = Q Kᵀ, then per row the mask, the
+// scale and the softmax with the given log-sum-exp (backward) or one computed into lse_out (forward). Invisible entries are 0
+// after the softmax. Each row is reduced serially in key order, so the result does not depend on
+// the thread count.
+void head_probabilities(float* P, const float* Qh, const float* Kh, int64_t T, int D, const AttentionParams& p,
+                        const float* lse_known, float* lse_out, ThreadPool& pool) {
+    gemm_nt(P, Qh, Kh, T, T, D, pool);
+    pool.parallel_for(T, [&](int64_t i0, int64_t i1, int) {
+        for (int64_t i = i0; i < i1; ++i) {
+            float* r = P + i * T;
+            int64_t lo, hi;
+            key_range(p, T, i, &lo, &hi);
+            if (!lse_known) {  // forward: the row's log-sum-exp
+                float mx = -INFINITY;
+                for (int64_t j = lo; j < hi; ++j) mx = std::max(mx, r[j] * p.scale);
+                float sum = 0;
+                for (int64_t j = lo; j < hi; ++j) sum += std::exp(r[j] * p.scale - mx);
+                lse_out[i] = mx + std::log(sum);
+            }
+            const float l = lse_known ? lse_known[i] : lse_out[i];
+            for (int64_t j = 0; j < lo; ++j) r[j] = 0;
+            for (int64_t j = lo; j < hi; ++j) r[j] = std::exp(r[j] * p.scale - l);
+            for (int64_t j = hi; j < T; ++j) r[j] = 0;
+        }
+    }, 8);
+}
+
+// Forward, one head at a time: P = softmax(scale Q Kᵀ + mask) as a [T, T] matrix, O = P V, with
+// the log-sum-exp of each row kept for the backward. The matmuls run on the forward GEMM kernel.
 void attention_forward_fast(float* out, float* lse, const float* q, size_t qs, const float* k, const float* v,
                             size_t kvs, int64_t T, const AttentionParams& p, ThreadPool& pool) {
     const int H = p.n_head, D = p.head_dim, G = p.n_head / p.n_kv_head;
-    pool.parallel_for((int64_t)H * T, [&](int64_t r0, int64_t r1, int) {
-        std::vector<float> s((size_t)T);
-        for (int64_t r = r0; r < r1; ++r) {
-            const int h = (int)(r / T);
-            const int64_t i = r % T;
-            const int hk = h / G;
-            const float* qi = q + i * qs + (size_t)h * D;
-            int64_t lo, hi;
-            key_range(p, T, i, &lo, &hi);
-            float mx = -INFINITY;
-            for (int64_t j = lo; j < hi; ++j) {
-                s[(size_t)j] = dot(qi, k + j * kvs + (size_t)hk * D, D) * p.scale;
-                mx = std::max(mx, s[(size_t)j]);
-            }
-            float sum = 0;
-            for (int64_t j = lo; j < hi; ++j) sum += (s[(size_t)j] = std::exp(s[(size_t)j] - mx));
-            float* oi = out + (i * H + h) * D;
-            std::fill(oi, oi + D, 0.0f);
-            const float inv = 1.0f / sum;
-            for (int64_t j = lo; j < hi; ++j) {
-                const float w = s[(size_t)j] * inv;
-                const float* vj = v + j * kvs + (size_t)hk * D;
-                for (int d = 0; d < D; ++d) oi[d] += w * vj[d];
-            }
-            lse[(size_t)h * T + i] = mx + std::log(sum);
+    std::vector<float> Qh((size_t)(T * D)), Kh((size_t)(T * D)), Vt((size_t)(D * T)), tmp((size_t)(T * D));
+    std::vector<float> P((size_t)(T * T));
+    for (int h = 0; h < H; ++h) {
+        const int hk = h / G;
+        gather_head(Qh.data(), q, qs, T, D, h);
+        if (h % G == 0) {
+            gather_head(Kh.data(), k, kvs, T, D, hk);
+            gather_head(tmp.data(), v, kvs, T, D, hk);
+            transpose(Vt.data(), tmp.data(), T, D, pool);  // Vᵀ [D, T]
         }
-    });
+        head_probabilities(P.data(), Qh.data(), Kh.data(), T, D, p, nullptr, lse + (size_t)h * T, pool);
+        gemm_nt(tmp.data(), P.data(), Vt.data(), T, D, T, pool);  // O_h = P V
+        for (int64_t i = 0; i < T; ++i) std::memcpy(out + (i * H + h) * D, tmp.data() + i * D, sizeof(float) * D);
+    }
 }
 
+// Backward, one head at a time, all through the GEMM:
+//   P recomputed from the log-sum-exp;  dP = dO Vᵀ;  dS = scale P ∘ (dP - delta), delta_i = dO_i · O_i
+//   dQ += dS K;  dK += dSᵀ Q;  dV += Pᵀ dO   (GQA: a KV head sums its query heads in head order)
 void attention_backward_fast(float* dq, float* dk, float* dv, const float* dout, const float* q, size_t qs,
                              const float* k, const float* v, size_t kvs, const float* out, const float* lse, int64_t T,
                              const AttentionParams& p, ThreadPool& pool) {
-    const int H = p.n_head, D = p.head_dim, Hk = p.n_kv_head, G = p.n_head / p.n_kv_head;
-    // delta[h, i] = dout_i · out_i
-    std::vector<float> delta((size_t)H * T);
-    for (int h = 0; h < H; ++h)
-        for (int64_t i = 0; i < T; ++i) delta[(size_t)h * T + i] = dot(dout + (i * H + h) * D, out + (i * H + h) * D, D);
-    // pass 1, by query rows: dq_i += scale Σ_j P_ij (dP_ij - delta_i) k_j
-    if (dq)
-        pool.parallel_for((int64_t)H * T, [&](int64_t r0, int64_t r1, int) {
-            for (int64_t r = r0; r < r1; ++r) {
-                const int h = (int)(r / T);
-                const int64_t i = r % T;
-                const int hk = h / G;
-                const float* qi = q + i * qs + (size_t)h * D;
-                const float* doi = dout + (i * H + h) * D;
+    const int H = p.n_head, D = p.head_dim, G = p.n_head / p.n_kv_head;
+    const size_t TD = (size_t)(T * D), TT = (size_t)(T * T);
+    std::vector<float> Qh(TD), Kh(TD), Vh(TD), dOh(TD), Oh(TD), Kt(TD), Qt(TD), dOt(TD), tmp(TD);
+    std::vector<float> P(TT), dS(TT), Tt(TT), delta((size_t)T);
+    for (int h = 0; h < H; ++h) {
+        const int hk = h / G;
+        gather_head(Qh.data(), q, qs, T, D, h);
+        if (h % G == 0) {
+            gather_head(Kh.data(), k, kvs, T, D, hk);
+            gather_head(Vh.data(), v, kvs, T, D, hk);
+            transpose(Kt.data(), Kh.data(), T, D, pool);  // Kᵀ [D, T]
+        }
+        for (int64_t i = 0; i < T; ++i) {
+            std::memcpy(dOh.data() + i * D, dout + (i * H + h) * D, sizeof(float) * D);
+            std::memcpy(Oh.data() + i * D, out + (i * H + h) * D, sizeof(float) * D);
+            delta[(size_t)i] = dot(dOh.data() + i * D, Oh.data() + i * D, D);
+        }
+        head_probabilities(P.data(), Qh.data(), Kh.data(), T, D, p, lse + (size_t)h * T, nullptr, pool);
+        gemm_nt(dS.data(), dOh.data(), Vh.data(), T, T, D, pool);  // dP = dO Vᵀ
+        pool.parallel_for(T, [&](int64_t i0, int64_t i1, int) {
+            for (int64_t i = i0; i < i1; ++i)
+                for (int64_t j = 0; j < T; ++j)
+                    dS[(size_t)(i * T + j)] = P[(size_t)(i * T + j)] * (dS[(size_t)(i * T + j)] - delta[(size_t)i]) * p.scale;
+        }, 8);
+        if (dq) {
+            gemm_nt(tmp.data(), dS.data(), Kt.data(), T, D, T, pool);  // dS K
+            for (int64_t i = 0; i < T; ++i) {
                 float* dqi = dq + i * qs + (size_t)h * D;
-                int64_t lo, hi;
-                key_range(p, T, i, &lo, &hi);
-                for (int64_t j = lo; j < hi; ++j) {
-                    const float* kj = k + j * kvs + (size_t)hk * D;
-                    const float pij = std::exp(dot(qi, kj, D) * p.scale - lse[(size_t)h * T + i]);
-                    const float ds = pij * (dot(doi, v + j * kvs + (size_t)hk * D, D) - delta[(size_t)h * T + i]) * p.scale;
-                    for (int d = 0; d < D; ++d) dqi[d] += ds * kj[d];
-                }
+                for (int d = 0; d < D; ++d) dqi[d] += tmp[(size_t)(i * D + d)];
             }
-        });
-    // pass 2, by key rows of each KV head: dv_j += Σ_{h in group, i} P_ij dout_i, dk_j += Σ scale dS_ij q_i
-    if (dk || dv)
-        pool.parallel_for((int64_t)Hk * T, [&](int64_t r0, int64_t r1, int) {
-            for (int64_t r = r0; r < r1; ++r) {
-                const int hk = (int)(r / T);
-                const int64_t j = r % T;
-                const float* kj = k + j * kvs + (size_t)hk * D;
-                const float* vj = v + j * kvs + (size_t)hk * D;
-                float* dkj = dk ? dk + j * kvs + (size_t)hk * D : nullptr;
-                float* dvj = dv ? dv + j * kvs + (size_t)hk * D : nullptr;
-                for (int g = 0; g < G; ++g) {
-                    const int h = hk * G + g;
-                    for (int64_t i = 0; i < T; ++i) {
-                        if (!visible(p, i, j)) continue;
-                        const float* qi = q + i * qs + (size_t)h * D;
-                        const float* doi = dout + (i * H + h) * D;
-                        const float pij = std::exp(dot(qi, kj, D) * p.scale - lse[(size_t)h * T + i]);
-                        if (dvj)
-                            for (int d = 0; d < D; ++d) dvj[d] += pij * doi[d];
-                        if (dkj) {
-                            const float ds = pij * (dot(doi, vj, D) - delta[(size_t)h * T + i]) * p.scale;
-                            for (int d = 0; d < D; ++d) dkj[d] += ds * qi[d];
-                        }
-                    }
-                }
+        }
+        if (dk) {
+            transpose(Tt.data(), dS.data(), T, T, pool);  // dSᵀ
+            transpose(Qt.data(), Qh.data(), T, D, pool);  // Qᵀ [D, T]
+            gemm_nt(tmp.data(), Tt.data(), Qt.data(), T, D, T, pool);
+            for (int64_t j = 0; j < T; ++j) {
+                float* dkj = dk + j * kvs + (size_t)hk * D;
+                for (int d = 0; d < D; ++d) dkj[d] += tmp[(size_t)(j * D + d)];
             }
-        });
+        }
+        if (dv) {
+            transpose(Tt.data(), P.data(), T, T, pool);      // Pᵀ
+            transpose(dOt.data(), dOh.data(), T, D, pool);   // dOᵀ [D, T]
+            gemm_nt(tmp.data(), Tt.data(), dOt.data(), T, D, T, pool);
+            for (int64_t j = 0; j < T; ++j) {
+                float* dvj = dv + j * kvs + (size_t)hk * D;
+                for (int d = 0; d < D; ++d) dvj[d] += tmp[(size_t)(j * D + d)];
+            }
+        }
+    }
 }
 
 }  // namespace
