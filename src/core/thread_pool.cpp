@@ -131,13 +131,16 @@ void ThreadPool::work_chunks(uint32_t tag, int ith) {
         for (;;) {
             if ((uint32_t)(t >> 32) != tag) return;  // another job now: ours is finished
             const int64_t c = (int64_t)(uint32_t)t;
-            const int64_t n_chunks = range_chunks_.load(std::memory_order_relaxed);
+            // Acquire: if any field below is already the next job's, the caller closed the ticket
+            // before writing it (parallel_for), so the compare-exchange on `t` must fail.
+            const int64_t n_chunks = range_chunks_.load(std::memory_order_acquire);
             if (c >= n_chunks) return;
-            const RangeFn* fn = range_fn_.load(std::memory_order_relaxed);
-            const int64_t n = range_n_.load(std::memory_order_relaxed);
-            const int64_t grain = range_grain_.load(std::memory_order_relaxed);
-            // The fields belong to job `tag` if this claim succeeds (the job cannot finish, and
-            // the caller cannot set up the next one, while chunk c is unclaimed).
+            const RangeFn* fn = range_fn_.load(std::memory_order_acquire);
+            const int64_t n = range_n_.load(std::memory_order_acquire);
+            const int64_t grain = range_grain_.load(std::memory_order_acquire);
+            // The fields belong to job `tag` if this claim succeeds: while a chunk is unclaimed the
+            // job cannot finish, and the caller closes the ticket before it sets up the next job,
+            // so a ticket that still reads `t` means no field has changed since.
             if (ticket_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
                 const int64_t units = (n + grain - 1) / grain;
                 const int64_t b = std::min(n, units * c / n_chunks * grain);
@@ -166,12 +169,20 @@ void ThreadPool::parallel_for(int64_t n, const RangeFn& fn, int64_t grain) {
         fn(0, n, 0);
         return;
     }
-    // Set up the job (no worker can be claiming: the previous job's chunks are all done), then
+    // Close the previous job's ticket first: its chunks are all claimed and done, but a late
+    // worker may hold its last value (tag, n_chunks) and be about to read the fields. Without the
+    // close it could read this job's larger chunk count, pass the bound check and win its
+    // compare-exchange on the unchanged old ticket — a chunk past the end: a chunk of this job run
+    // twice, and one count too many in chunks_done_, so the wait below never ended (the hang of
+    // thread_pool_test BackToBackJobsGrowingChunkCountNeverHangOrRepeat). The closed value has
+    // c = 0xFFFFFFFF, past any chunk count, so nobody claims from it either.
+    ticket_.store(((uint64_t)tag_ << 32) | 0xFFFFFFFFull, std::memory_order_relaxed);
+    // Set up the job (release: a worker that reads a new field also sees the closed ticket), then
     // publish it with a new tag and wake the workers.
-    range_fn_.store(&fn, std::memory_order_relaxed);
-    range_n_.store(n, std::memory_order_relaxed);
-    range_grain_.store(grain, std::memory_order_relaxed);
-    range_chunks_.store(n_chunks, std::memory_order_relaxed);
+    range_fn_.store(&fn, std::memory_order_release);
+    range_n_.store(n, std::memory_order_release);
+    range_grain_.store(grain, std::memory_order_release);
+    range_chunks_.store(n_chunks, std::memory_order_release);
     chunks_done_.store(0, std::memory_order_relaxed);
     const uint32_t tag = ++tag_;
     ticket_.store((uint64_t)tag << 32, std::memory_order_release);

@@ -3,6 +3,10 @@
 // then are often late or asleep and the caller finishes jobs alone).
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
 #include <stdexcept>
@@ -147,4 +151,47 @@ TEST(ThreadPool, ExceptionsPropagateAndPoolSurvives) {
         pool.parallel_for(1000, [&](int64_t b, int64_t e, int) { sum += e - b; });
         ASSERT_EQ(sum.load(), 1000);
     }
+}
+
+// The race behind a training run (and once a tiny-model `ask`) that spun forever: a worker that
+// loaded the ticket of a job whose chunks were all claimed (c == n_chunks) could read the NEXT
+// job's chunk count while the caller was still setting that job up, pass the bound check and win
+// its compare-exchange on the old ticket — claiming a chunk past the end: a chunk of the next job
+// ran twice, and its extra count in chunks_done_ made the caller wait forever. The window is a
+// few instructions wide, so this runs many tiny jobs whose chunk counts alternate small / large
+// (the next job must have more chunks) on more threads than cores, in a child process with a
+// watchdog: a hang fails the test instead of hanging CI; every job must cover each index once.
+TEST(ThreadPool, BackToBackJobsGrowingChunkCountNeverHangOrRepeat) {
+    constexpr int kSeconds = 6;
+    const pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        ThreadPool pool(3);
+        std::vector<std::atomic<int>> hit(64);
+        const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(kSeconds);
+        int64_t jobs = 0;
+        while (std::chrono::steady_clock::now() < end) {
+            for (int k = 0; k < 1000; ++k, ++jobs) {
+                const int64_t n = (jobs & 1) ? 24 : 2;  // 24 chunks after 2
+                pool.parallel_for(n, [&](int64_t b, int64_t e, int) {
+                    for (int64_t i = b; i < e; ++i) hit[i].fetch_add(1, std::memory_order_relaxed);
+                });
+                for (int64_t i = 0; i < n; ++i)
+                    if (hit[i].exchange(0) != 1) _exit(3);  // an index run twice (or never)
+            }
+        }
+        _exit(0);
+    }
+    int status = 0;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(kSeconds + 20);
+    pid_t r = 0;
+    while ((r = waitpid(child, &status, WNOHANG)) == 0 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (r == 0) {
+        kill(child, SIGKILL);
+        waitpid(child, &status, 0);
+        FAIL() << "parallel_for hung (the child ran past its " << kSeconds << " s budget by 20 s)";
+    }
+    ASSERT_TRUE(WIFEXITED(status)) << "child killed by signal " << WTERMSIG(status);
+    ASSERT_EQ(WEXITSTATUS(status), 0) << "a chunk ran twice or was skipped";
 }
