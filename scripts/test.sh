@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: installs what is needed, builds, and runs every test suite
-# (unit, parsers, conformance, parity), then the file parsers again under ASan+UBSan.
+# (unit, parsers, conformance, parity), then the file parsers again under ASan+UBSan, then every
+# libFuzzer target briefly on its seed corpus (a target that cannot start or crashes fails).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/build.sh
@@ -19,4 +20,6 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHG_SANITIZ
 cmake --build build-asan -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan -j "$jobs" --output-on-failure --timeout 900 -L parsers
+echo "== every fuzz target, 10 s each on its seeds (clang + ASan/UBSan, build-fuzz/) =="
+./scripts/fuzz-ci.sh 10
 echo "== all tests passed =="
