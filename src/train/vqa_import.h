@@ -8,8 +8,16 @@
 //   SLAKE (train.json / validate.json / test.json): qid, img_id, img_name ("xmlab1/source.jpg"),
 //     question, answer, answer_type, q_lang ("en" | "zh"), location, modality, content_type, base_type;
 //     images under imgs/. English only unless `all_languages`.
-// Record ids are "<prefix><qid>" (prefix "vqarad-" / "slake-"); images relative to the data set's
-// image folder (returned in ImportResult::image_folder for DatasetOptions::image_folder).
+//   PathVQA (the release's pvqa/ layout): qas/<split>/<split>_qa.pkl, a pickled list of
+//     {"image": "test_0000", "question", "answer"} (no extension on the image name), and the same
+//     list as JSON (<split>_qa.json, e.g. written by json.dump of the pickle); images under
+//     images/<split>/<image>.jpg (.png, .jpeg or the name as given also accepted). The pickle is read
+//     by our restricted unpickler (formats/pickle.h): plain lists/dicts/strings only, any global is
+//     refused. answer_type: the entry's own if present, else CLOSED for yes/no answers and OPEN
+//     otherwise (the convention of the PathVQA paper and LLaVA-Med's conversion). No qid: ids are
+//     "<split>-<index in file>".
+// Record ids are "<prefix><qid>" (prefix "vqarad-" / "slake-" / "pathvqa-"); images relative to the
+// data set's image folder (returned in ImportResult::image_folder for DatasetOptions::image_folder).
 #pragma once
 #include <filesystem>
 #include <string>
@@ -35,5 +43,7 @@ struct ImportOptions {
 ImportResult import_vqa_rad(const std::filesystem::path& json_path, const ImportOptions& opt = {});
 // `json_path` is e.g. SLAKE/train.json; images in its folder's imgs/.
 ImportResult import_slake(const std::filesystem::path& json_path, const ImportOptions& opt = {});
+// `qa_path` is e.g. pvqa/qas/test/test_qa.pkl (or .json); images in pvqa/images/test/.
+ImportResult import_pathvqa(const std::filesystem::path& qa_path, const ImportOptions& opt = {});
 
 }  // namespace hg::train
