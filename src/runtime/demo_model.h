@@ -21,8 +21,11 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <span>
+#include <string>
 
 #include "imaging/image.h"
+#include "text/vocab.h"
 
 namespace hg {
 
@@ -30,6 +33,32 @@ struct DemoModelOptions {
     uint64_t seed = 2025;
     bool write_example_image = true;
 };
+
+// The sizes of a HealthGPT-shaped model (phi3 decoder, CLIP-style tower, H-LoRA plugin); the
+// defaults are the demo model's.
+struct RandomModelShape {
+    std::string name = "healthgpt-demo-tiny";
+    std::string notice = "tiny random demo model written by `healthgpt make-demo-model`: its answers are random text "
+                         "and its generated images random patterns, not medical";
+    int64_t embd = 64, ff = 128, layers = 2, heads = 4, ctx = 4096;             // decoder
+    int image = 336, patch = 14, vis_hidden = 64, vis_ff = 128, vis_layers = 3, vis_heads = 4;  // tower
+    int64_t rank = 8, experts = 4;                                             // demo plugins
+    float alpha = 16.0f;
+};
+
+// Demo: weights that give O(1) activations and well separated logits (a random model whose
+// answers vary). Training: a from-scratch run's start (GPT-2's N(0, 0.02), residual outputs
+// scaled by 1/sqrt(2 layers), norms 1, biases 0).
+enum class RandomInit { Demo, Training };
+
+// A SentencePiece-BPE vocabulary (byte fallback, the Phi-3 chat tokens as added tokens) in which
+// each of `words` is one piece "▁word", reachable by merges through its prefixes.
+text::Vocab word_vocab(std::span<const std::string> words, const std::string& source);
+
+// DIR/text.gguf and DIR/vision.gguf of `shape` with random weights (no plugins). Throws on an
+// inconsistent shape or an I/O error.
+void write_random_model(const std::filesystem::path& dir, const RandomModelShape& shape, const text::Vocab& vocab,
+                        RandomInit kind, uint64_t seed);
 
 // Creates DIR (and DIR/plugins) and writes the files above. Throws hg::Error on I/O problems.
 void write_demo_model(const std::filesystem::path& dir, const DemoModelOptions& opt = {});
