@@ -10,6 +10,7 @@ PKGS=(
   libstb-dev libpng-dev zlib1g-dev libjpeg-dev libtiff-dev
   libpcre2-dev
   libgdcm-dev
+  libsqlite3-dev
   clang libclang-rt-14-dev   # scripts/fuzz.sh: libFuzzer targets (CI runs each briefly)
 )
 
