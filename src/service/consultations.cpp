@@ -162,6 +162,25 @@ Upload ConsultationService::add_upload(const Principal& p, int64_t id, std::span
                    });
 }
 
+Upload ConsultationService::read_upload(const Principal& p, int64_t upload_id) {
+    check_id("upload", upload_id);
+    return guarded(store_, p, "upload.read", "upload:" + std::to_string(upload_id),
+                   [&](Db& db) {
+                       Stmt c(db, "SELECT consultation_id FROM uploads WHERE id = ?");
+                       c.bind(upload_id);
+                       return c.step() && Access(db).can_read_consultation(p, c.int64(0));
+                   },
+                   [&](Db& db, std::string&) {
+                       Stmt u(db,
+                              "SELECT id, consultation_id, uploader_id, sha256, path, size_bytes, filename, metadata, "
+                              "created_at FROM uploads WHERE id = ?");
+                       u.bind(upload_id);
+                       u.step();  // exists: the access rule checked it
+                       return Upload{u.int64(0), u.int64(1), u.int64(2), u.text(3), u.text(4), u.int64(5),
+                                     u.text(6), u.text(7), u.int64(8)};
+                   });
+}
+
 int64_t ConsultationService::record_answer(const Principal& p, int64_t id, int64_t question_id, std::string_view text,
                                            std::string_view model, std::string_view plugin_sha256) {
     check_id("consultation", id);

@@ -76,6 +76,9 @@ public:
     // directory (atomically, before the row commits) and hashed with SHA-256.
     Upload add_upload(const Principal& p, int64_t consultation_id, std::span<const uint8_t> bytes,
                       std::string_view filename, std::string_view metadata_json);
+    // The owner patient or a physician the upload's consultation is shared with (audited as
+    // upload.read; an unknown id is refused like one that is not yours).
+    Upload read_upload(const Principal& p, int64_t upload_id);
     // The owner or a shared physician (whoever asked): the model's answer to one of the
     // consultation's messages, with the model and the plugin (SHA-256 of its file) that made it.
     int64_t record_answer(const Principal& p, int64_t consultation_id, int64_t question_id, std::string_view text,
