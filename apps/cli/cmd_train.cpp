@@ -26,7 +26,7 @@ extern "C" void on_sigint(int) { g_interrupted.store(true); }
 struct TrainArgs {
     std::string model, data, eval_data, image_folder, plugin = "com", out, resume, log, checkpoint, export_bin;
     int stage = 3;
-    bool unfreeze_vision = false, full = false, skip_bad = false, new_plugin = false;
+    bool unfreeze_vision = false, full = false, skip_bad = false, new_plugin = false, lowercase_answers = false;
     int64_t rank = 64, experts = 4;
     double alpha = 128;
     double lr = -1, projector_lr = -1, vision_lr = -1, weight_decay = 0, max_grad_norm = 1.0;
@@ -91,6 +91,7 @@ int run_train(const TrainArgs& a) {
     so.image_folder = a.image_folder;
     so.max_seq = a.max_seq;
     so.skip_bad = a.skip_bad;
+    so.lowercase_answers = a.lowercase_answers;
     auto train = make_llava_source(a.data, *tm, so);
     std::unique_ptr<SampleSource> eval;
     if (!a.eval_data.empty()) eval = make_llava_source(a.eval_data, *tm, so);
@@ -213,6 +214,8 @@ HG_COMMAND(train, "Fine-tune H-LoRA plugins (HealthGPT's stages 1-3), the vision
     app.add_option("--rank", a->rank, "new plugin: total H-LoRA rank")->capture_default_str();
     app.add_option("--alpha", a->alpha, "new plugin: H-LoRA alpha (scaling alpha*experts/rank)")->capture_default_str();
     app.add_option("--experts", a->experts, "new plugin: experts per linear")->capture_default_str();
+    app.add_flag("--lowercase-answers", a->lowercase_answers,
+                 "lower-case the answers (ASCII) before training: VQA-RAD writes the same answer as \"No\" and \"no\"");
     app.add_flag("--unfreeze-vision", a->unfreeze_vision, "also train the vision tower");
     app.add_flag("--full", a->full, "train every decoder weight (a small model); -o is then a model folder");
     app.add_option("--lr", a->lr, "learning rate of H-LoRA / decoder weights (default 2e-4; --full 1e-3)");

@@ -3,6 +3,7 @@
 
 #include "formats/atomic_file.h"
 
+#include <cctype>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -248,6 +249,11 @@ LlavaDataset LlavaDataset::checked_records(std::vector<LlavaRecord> records, con
     HG_CHECK(options.max_seq > 0 && options.image_rows > 0, "%s: max_seq and image_rows must be positive",
              d.source_.c_str());
     d.records_.reserve(records.size());
+    if (options.lowercase_answers)  // the answers as the benchmarks' scorers compare them
+        for (LlavaRecord& r : records)
+            for (LlavaTurn& t : r.conversations)
+                if (t.from == "gpt")
+                    for (char& ch : t.value) ch = (char)std::tolower((unsigned char)ch);
     for (size_t i = 0; i < records.size(); ++i) {
         LlavaRecord& rec = records[i];
         try {

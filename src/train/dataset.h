@@ -82,6 +82,7 @@ struct DatasetOptions {
     int64_t image_rows = 576;            // rows one image slot occupies in the decoder
     bool skip_bad = false;               // drop bad records (counted) instead of throwing
     bool check_images_exist = true;      // load(): every image path must exist
+    bool lowercase_answers = false;      // gpt turns lower-cased (ASCII): VQA-RAD has "No" and "no"
 };
 
 // One example ready for the trainer (images not yet loaded).

@@ -34,6 +34,7 @@ LlavaSource::LlavaSource(const std::filesystem::path& path, const TrainableModel
     d.image_folder = opt.image_folder;
     d.max_seq = opt.max_seq;
     d.skip_bad = opt.skip_bad;
+    d.lowercase_answers = opt.lowercase_answers;
     const ClipVision* vision = model.model().vision();
     d.image_rows = vision ? vision->config().n_patches() : 0;
     if (format_ == DataFormat::Llava) {

@@ -14,6 +14,7 @@ struct LlavaSourceOptions {
     std::filesystem::path image_folder;  // empty: the data file's (VQA-RAD: its images/)
     int64_t max_seq = 2048;
     bool skip_bad = false;
+    bool lowercase_answers = false;  // DatasetOptions::lowercase_answers
 };
 
 // Which format `path` holds: a JSON array whose first element has "conversations" (LLaVA), or

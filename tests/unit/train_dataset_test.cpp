@@ -370,3 +370,18 @@ TEST(TrainDataset, Phi4TargetsImEnd) {
     EXPECT_EQ(phi4.decode(targets), "The second shows a new opacity in the right lower lobe.<|im_end|>");
     EXPECT_EQ(targets.back(), 100265);
 }
+
+// --lowercase-answers: gpt turns lower-cased, human turns untouched (VQA-RAD spells one answer "No"
+// and "no": two different targets for the same meaning).
+TEST(TrainDataset, LowercaseAnswersOnlyTouchesGptTurns) {
+    std::vector<LlavaRecord> recs(1);
+    recs[0].id = "c1";
+    recs[0].conversations = {{"human", "Is There A Mass?"}, {"gpt", "No, Left LOBE"}};
+    DatasetOptions o;
+    o.lowercase_answers = true;
+    const LlavaDataset d = LlavaDataset::from_records(recs, o, "mem");
+    EXPECT_EQ(d.record(0).conversations[0].value, "Is There A Mass?");
+    EXPECT_EQ(d.record(0).conversations[1].value, "no, left lobe");
+    o.lowercase_answers = false;
+    EXPECT_EQ(LlavaDataset::from_records(recs, o, "mem").record(0).conversations[1].value, "No, Left LOBE");
+}
