@@ -20,6 +20,8 @@ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DHG_SANITIZ
 cmake --build build-asan -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan -j "$jobs" --output-on-failure --timeout 900 -L parsers
+echo "== the thread pool under ThreadSanitizer (build-tsan/) =="
+./scripts/tsan.sh
 echo "== every fuzz target, 10 s each on its seeds (clang + ASan/UBSan, build-fuzz/) =="
 ./scripts/fuzz-ci.sh 10
 echo "== all tests passed =="
