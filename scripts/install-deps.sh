@@ -9,6 +9,7 @@ PKGS=(
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
   libstb-dev libpng-dev zlib1g-dev libjpeg-dev libtiff-dev
   libpcre2-dev
+  python3                    # scripts/run.sh reads the VQA-RAD item it asks healthgpt-nano
   libgdcm-dev
   libsqlite3-dev
   clang libclang-rt-14-dev   # scripts/fuzz.sh: libFuzzer targets (CI runs each briefly)
