@@ -108,7 +108,7 @@ imaging::LoadResult load_image_file(const fs::path& path, const imaging::ImageOp
         std::string m = e.what();
         const std::string p = path.string();
         for (size_t at; (at = m.find(p)) != std::string::npos;) m.replace(at, p.size(), what);
-        throw ApiError(400, "invalid_image_error", what + ": " + m);
+        throw ApiError(400, "invalid_image_error", m.find(what) == std::string::npos ? what + ": " + m : m);
     }
 }
 
