@@ -45,24 +45,6 @@ bool is_generation_bench(BenchKind k) { return k == BenchKind::recon || k == Ben
 
 namespace {
 
-json read_json_file(const fs::path& p) {
-    std::ifstream f(p, std::ios::binary);
-    HG_CHECK(f.good(), "%s: cannot open", p.string().c_str());
-    std::ostringstream ss;
-    ss << f.rdbuf();
-    try {
-        return json::parse(ss.str());
-    } catch (const json::parse_error& e) {
-        fail("%s: malformed JSON at byte %zu: %s", p.string().c_str(), static_cast<size_t>(e.byte), e.what());
-    }
-}
-
-std::string text_of(const json& v) {
-    if (v.is_string()) return v.get<std::string>();
-    if (v.is_number_integer()) return std::to_string(v.get<int64_t>());
-    if (v.is_number()) return v.dump();
-    return "";
-}
 
 std::string trim(std::string s) {
     const char* ws = " \t\n\r\v\f";
@@ -99,7 +81,7 @@ std::vector<EvalItem> from_records(const train::ImportResult& r) {
 
 // OmniMedVQA-style multiple choice.
 std::vector<EvalItem> load_mcq(const fs::path& file) {
-    const json doc = read_json_file(file);
+    const json doc = train::read_json_file(file);
     const std::string src = file.string();
     HG_CHECK(doc.is_array(), "%s: expected a JSON list of questions, found a %s", src.c_str(), doc.type_name());
     std::vector<EvalItem> out;
@@ -108,25 +90,25 @@ std::vector<EvalItem> load_mcq(const fs::path& file) {
         std::string id = std::to_string(i);
         if (e.is_object())
             for (const char* k : {"question_id", "qid", "id"})
-                if (e.contains(k) && !text_of(e[k]).empty()) { id = text_of(e[k]); break; }
+                if (e.contains(k) && !train::json_text(e[k]).empty()) { id = train::json_text(e[k]); break; }
         auto bad = [&](const std::string& msg) { fail("%s: entry %zu (id %s): %s", src.c_str(), i, id.c_str(), msg.c_str()); };
         if (!e.is_object()) bad("is not a JSON object");
         EvalItem it;
         it.id = "mcq-" + id;
         it.source_index = i;
         it.kind = "MCQ";
-        if (!e.contains("question") || trim(text_of(e["question"])).empty()) bad("has no \"question\"");
-        it.question = trim(text_of(e["question"]));
+        if (!e.contains("question") || trim(train::json_text(e["question"])).empty()) bad("has no \"question\"");
+        it.question = trim(train::json_text(e["question"]));
         // options: option_A.. (OmniMedVQA), or "options" as a list / {"A": ...}
         if (e.contains("options")) {
             const json& o = e["options"];
             if (o.is_array()) {
-                for (const json& x : o) it.options.push_back(trim(text_of(x)));
+                for (const json& x : o) it.options.push_back(trim(train::json_text(x)));
             } else if (o.is_object()) {
                 for (char L = 'A'; L <= 'Z'; ++L) {
                     const std::string k(1, L);
                     if (!o.contains(k)) break;
-                    it.options.push_back(trim(text_of(o[k])));
+                    it.options.push_back(trim(train::json_text(o[k])));
                 }
             } else {
                 bad("\"options\" is neither a list nor an object");
@@ -135,7 +117,7 @@ std::vector<EvalItem> load_mcq(const fs::path& file) {
             for (char L = 'A'; L <= 'Z'; ++L) {
                 const std::string k = std::string("option_") + L;
                 if (!e.contains(k) || e[k].is_null()) break;
-                it.options.push_back(trim(text_of(e[k])));
+                it.options.push_back(trim(train::json_text(e[k])));
             }
         }
         if (it.options.size() < 2) bad("has fewer than two options (option_A, option_B, ... or \"options\")");
@@ -144,7 +126,7 @@ std::vector<EvalItem> load_mcq(const fs::path& file) {
         // ground truth: a letter or an option's text
         std::string gt;
         for (const char* k : {"gt_answer", "answer"})
-            if (e.contains(k)) { gt = trim(text_of(e[k])); break; }
+            if (e.contains(k)) { gt = trim(train::json_text(e[k])); break; }
         if (gt.empty()) bad("has no \"gt_answer\" / \"answer\"");
         if (gt.size() == 1 && gt[0] >= 'A' && gt[0] < char('A' + it.options.size())) {
             it.answer_option = gt[0] - 'A';
@@ -162,7 +144,7 @@ std::vector<EvalItem> load_mcq(const fs::path& file) {
         it.answer = it.options[it.answer_option];
         std::string image;
         for (const char* k : {"image_path", "image", "img_name"})
-            if (e.contains(k)) { image = text_of(e[k]); break; }
+            if (e.contains(k)) { image = train::json_text(e[k]); break; }
         if (image.empty()) bad("has no \"image_path\" / \"image\"");
         const fs::path ip = file.parent_path() / image;
         if (!fs::exists(ip)) bad("image " + ip.string() + " does not exist");
@@ -171,7 +153,7 @@ std::vector<EvalItem> load_mcq(const fs::path& file) {
                                                             {"modality", "modality"}, {"dataset", "dataset"},
                                                             {"organ", "organ"}};
         for (const auto& [field, key] : meta)
-            if (e.contains(field) && !text_of(e[field]).empty()) it.meta[key] = trim(text_of(e[field]));
+            if (e.contains(field) && !train::json_text(e[field]).empty()) it.meta[key] = trim(train::json_text(e[field]));
         out.push_back(std::move(it));
     }
     return out;
@@ -242,14 +224,14 @@ fs::path question_file(BenchKind kind, const fs::path& data, const std::string& 
 }
 
 std::vector<std::string> read_answer_list(const fs::path& path) {
-    json doc = read_json_file(path);
+    json doc = train::read_json_file(path);
     if (doc.is_object() && doc.contains("0")) doc = doc["0"];  // LLaVA-Med's candidate.json
     HG_CHECK(doc.is_array(), "%s: expected a JSON list of candidate answers (or {\"0\": [...]})", path.string().c_str());
     std::vector<std::string> out;
     for (size_t i = 0; i < doc.size(); ++i) {
         HG_CHECK(doc[i].is_string() || doc[i].is_number(), "%s: entry %zu is a %s, expected a string", path.string().c_str(),
                  i, doc[i].type_name());
-        out.push_back(text_of(doc[i]));
+        out.push_back(train::json_text(doc[i]));
     }
     HG_CHECK(!out.empty(), "%s: the candidate answer list is empty", path.string().c_str());
     return out;

@@ -1,5 +1,7 @@
 #include "server/request.h"
 
+#include "core/base64.h"
+
 #include <nlohmann/json.hpp>
 
 #include <charconv>
@@ -13,14 +15,6 @@ void bad_request(const std::string& message) { throw ApiError(400, "invalid_requ
 
 namespace {
 
-int b64_value(char c) {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-}
 
 const char* type_name(const json& j) { return j.type_name(); }
 
@@ -79,44 +73,12 @@ json parse_object(std::string_view body) {
 std::vector<uint8_t> decode_base64(std::string_view s, std::string_view field) {
     const std::string f(field);
     if (s.empty()) bad_request(f + ": empty base64 data");
-    if (s.size() % 4 != 0) bad_request(f + ": invalid base64 (length " + std::to_string(s.size()) + " is not a multiple of 4)");
-    size_t pad = 0;
-    if (s.back() == '=') pad = s.size() >= 2 && s[s.size() - 2] == '=' ? 2 : 1;
-    std::vector<uint8_t> out;
-    out.reserve(s.size() / 4 * 3);
-    uint32_t acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < s.size() - pad; ++i) {
-        const int v = b64_value(s[i]);
-        if (v < 0) bad_request(f + ": invalid base64 (bad character at offset " + std::to_string(i) + ")");
-        acc = (acc << 6) | uint32_t(v);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out.push_back(uint8_t(acc >> bits));
-        }
-    }
-    return out;
+    std::string bytes, why;
+    if (!base64_decode(s, bytes, &why)) bad_request(f + ": invalid base64 (" + why + ")");
+    return std::vector<uint8_t>(bytes.begin(), bytes.end());
 }
 
-std::string encode_base64(std::span<const uint8_t> b) {
-    static const char* A = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    std::string out;
-    out.reserve((b.size() + 2) / 3 * 4);
-    size_t i = 0;
-    for (; i + 3 <= b.size(); i += 3) {
-        const uint32_t v = (uint32_t(b[i]) << 16) | (uint32_t(b[i + 1]) << 8) | b[i + 2];
-        out += {A[v >> 18], A[(v >> 12) & 63], A[(v >> 6) & 63], A[v & 63]};
-    }
-    if (b.size() - i == 1) {
-        const uint32_t v = uint32_t(b[i]) << 16;
-        out += {A[v >> 18], A[(v >> 12) & 63], '=', '='};
-    } else if (b.size() - i == 2) {
-        const uint32_t v = (uint32_t(b[i]) << 16) | (uint32_t(b[i + 1]) << 8);
-        out += {A[v >> 18], A[(v >> 12) & 63], A[(v >> 6) & 63], '='};
-    }
-    return out;
-}
+std::string encode_base64(std::span<const uint8_t> b) { return base64_encode(b); }
 
 int64_t parse_id(std::string_view s, std::string_view field) {
     int64_t v = 0;

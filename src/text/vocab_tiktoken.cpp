@@ -2,6 +2,7 @@
 // merge priority (BPE merges the adjacent pair whose concatenated bytes have the lowest rank).
 #include <unordered_map>
 
+#include "core/base64.h"
 #include "core/error.h"
 #include "text/vocab.h"
 
@@ -9,39 +10,8 @@ namespace hg::text {
 
 namespace {
 
-int base64_value(char c) {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-}
-
-bool base64_decode(std::string_view s, std::string& out) {
-    out.clear();
-    if (s.empty() || s.size() % 4) return false;
-    uint32_t acc = 0;
-    int bits = 0;
-    size_t pad = 0;
-    for (size_t i = 0; i < s.size(); ++i) {
-        if (s[i] == '=') {
-            if (i < s.size() - 2) return false;
-            ++pad;
-            continue;
-        }
-        if (pad) return false;
-        const int v = base64_value(s[i]);
-        if (v < 0) return false;
-        acc = (acc << 6) | static_cast<uint32_t>(v);
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out.push_back(static_cast<char>((acc >> bits) & 0xFF));
-        }
-    }
-    return !out.empty();
-}
+// A rank line's token: non-empty standard base64.
+bool base64_decode(std::string_view s, std::string& out) { return !s.empty() && hg::base64_decode(s, out) && !out.empty(); }
 
 }  // namespace
 

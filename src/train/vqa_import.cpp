@@ -17,26 +17,6 @@ namespace {
 
 using nlohmann::json;
 
-json read_json(const std::filesystem::path& p) {
-    std::ifstream f(p, std::ios::binary);
-    HG_CHECK(f.good(), "%s: cannot open", p.string().c_str());
-    std::ostringstream ss;
-    ss << f.rdbuf();
-    try {
-        return json::parse(ss.str());
-    } catch (const json::parse_error& e) {
-        fail("%s: malformed JSON at byte %zu: %s", p.string().c_str(), static_cast<size_t>(e.byte), e.what());
-    }
-}
-
-std::string as_text(const json& v) {
-    if (v.is_string()) return v.get<std::string>();
-    if (v.is_number_integer()) return std::to_string(v.get<int64_t>());
-    if (v.is_number_unsigned()) return std::to_string(v.get<uint64_t>());
-    if (v.is_number_float() || v.is_boolean()) return v.dump();
-    return "";
-}
-
 std::string trim(const std::string& s) {
     const char* ws = " \t\n\r\v\f";
     const size_t b = s.find_first_not_of(ws);
@@ -66,7 +46,7 @@ ImportResult import_list(const json& doc, const std::filesystem::path& json_path
     for (size_t i = 0; i < doc.size(); ++i) {
         const json& e = doc[i];
         std::string reason, message;
-        const std::string qid = e.is_object() && e.contains("qid") ? as_text(e["qid"]) : std::to_string(i);
+        const std::string qid = e.is_object() && e.contains("qid") ? json_text(e["qid"]) : std::to_string(i);
         auto fail_entry = [&](const std::string& why, const std::string& msg) {
             if (!opt.skip_bad) fail("%s: entry %zu (qid %s): %s", src.c_str(), i, qid.c_str(), msg.c_str());
             ++out.skipped.by_reason[why];
@@ -81,8 +61,8 @@ ImportResult import_list(const json& doc, const std::filesystem::path& json_path
             }
         }
         if (!ok) continue;
-        std::string image = as_text(e[f.image]);
-        const std::string question = trim(as_text(e["question"])), answer = trim(as_text(e["answer"]));
+        std::string image = json_text(e[f.image]);
+        const std::string question = trim(json_text(e["question"])), answer = trim(json_text(e["answer"]));
         if (image.empty() || question.empty() || answer.empty()) {
             fail_entry("missing field", "empty image name, question or answer");
             continue;
@@ -107,7 +87,7 @@ ImportResult import_list(const json& doc, const std::filesystem::path& json_path
         r.images = {image};
         r.conversations = {{"human", std::string(text::kImageToken) + "\n" + question}, {"gpt", answer}};
         for (const auto& [field, key] : f.meta)
-            if (e.contains(field) && !e[field].is_null()) r.meta[key] = trim(as_text(e[field]));
+            if (e.contains(field) && !e[field].is_null()) r.meta[key] = trim(json_text(e[field]));
         if (r.meta.count("answer_type")) r.meta["answer_type"] = upper(r.meta["answer_type"]);
         out.records.push_back(std::move(r));
     }
@@ -116,11 +96,32 @@ ImportResult import_list(const json& doc, const std::filesystem::path& json_path
 
 }  // namespace
 
+nlohmann::json read_json_file(const std::filesystem::path& p) {
+    std::ifstream f(p, std::ios::binary);
+    HG_CHECK(f.good(), "%s: cannot open", p.string().c_str());
+    std::ostringstream ss;
+    ss << f.rdbuf();
+    try {
+        return json::parse(ss.str());
+    } catch (const json::parse_error& e) {
+        fail("%s: malformed JSON at byte %zu: %s", p.string().c_str(), static_cast<size_t>(e.byte), e.what());
+    }
+}
+
+std::string json_text(const nlohmann::json& v) {
+    if (v.is_string()) return v.get<std::string>();
+    if (v.is_number_integer()) return std::to_string(v.get<int64_t>());
+    if (v.is_number_unsigned()) return std::to_string(v.get<uint64_t>());
+    if (v.is_number_float() || v.is_boolean()) return v.dump();
+    return "";
+}
+
+
 ImportResult import_vqa_rad(const std::filesystem::path& json_path, const ImportOptions& opt) {
     const Fields f{"image_name",
                    {{"answer_type", "answer_type"}, {"question_type", "question_type"}, {"image_organ", "organ"},
                     {"phrase_type", "phrase_type"}, {"qid", "qid"}}};
-    ImportResult r = import_list(read_json(json_path), json_path, json_path.parent_path() / "images", "vqarad-", f,
+    ImportResult r = import_list(read_json_file(json_path), json_path, json_path.parent_path() / "images", "vqarad-", f,
                                  opt, [](const json&) { return true; });
     for (LlavaRecord& rec : r.records) rec.meta["dataset"] = "vqa-rad";
     return r;
@@ -132,7 +133,7 @@ ImportResult import_slake(const std::filesystem::path& json_path, const ImportOp
                     {"modality", "modality"}, {"q_lang", "q_lang"}, {"base_type", "base_type"}, {"qid", "qid"},
                     {"img_id", "img_id"}}};
     const bool all = opt.all_languages;
-    ImportResult r = import_list(read_json(json_path), json_path, json_path.parent_path() / "imgs", "slake-", f, opt,
+    ImportResult r = import_list(read_json_file(json_path), json_path, json_path.parent_path() / "imgs", "slake-", f, opt,
                                  [all](const json& e) {
         return all || !e.contains("q_lang") || (e["q_lang"].is_string() && e["q_lang"].get<std::string>() == "en");
     });
@@ -187,7 +188,7 @@ ImportResult import_pathvqa(const std::filesystem::path& qa_path, const ImportOp
     const std::filesystem::path split_dir = qa_path.parent_path();
     const std::string split = split_dir.filename().string();
     const std::filesystem::path images = split_dir.parent_path().parent_path() / "images" / split;
-    const json doc = qa_path.extension() == ".pkl" ? read_pickle_as_json(qa_path) : read_json(qa_path);
+    const json doc = qa_path.extension() == ".pkl" ? read_pickle_as_json(qa_path) : read_json_file(qa_path);
     Fields f{"image", {{"answer_type", "answer_type"}, {"question_type", "question_type"}}, {".jpg", ".png", ".jpeg", ""}};
     // No qid in the release: number the entries ("test-17") before the common path names them.
     json numbered = doc;

@@ -23,9 +23,17 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "train/dataset.h"
 
 namespace hg::train {
+
+// A whole JSON file; hg::Error naming the file (and the byte of a syntax error) when unreadable.
+nlohmann::json read_json_file(const std::filesystem::path& p);
+// A scalar field as text (strings as they are, integers without ".0", floats and booleans dumped);
+// "" for null, arrays and objects.
+std::string json_text(const nlohmann::json& v);
 
 struct ImportResult {
     std::vector<LlavaRecord> records;
