@@ -361,15 +361,15 @@ RunResult run_benchmark(std::shared_ptr<const Model> model, const Benchmark& ben
     LogWriter writer(opt.log_path);
     if (log.header.is_null()) writer.write(res.header);
 
-    std::vector<const EvalItem*> todo;
+    std::vector<const EvalItem*> to_run;
     size_t n_done = 0;
     for (size_t i = 0; i < n_sel; ++i) {
         if (done.count(bench.items[i].id)) ++n_done;
-        else todo.push_back(&bench.items[i]);
+        else to_run.push_back(&bench.items[i]);
     }
     res.n_resumed = n_done;
     // Questions about the same image next to each other: its vision features are computed once.
-    std::stable_sort(todo.begin(), todo.end(), [](const EvalItem* a, const EvalItem* b) {
+    std::stable_sort(to_run.begin(), to_run.end(), [](const EvalItem* a, const EvalItem* b) {
         return (a->images.empty() ? std::string() : a->images[0].string()) <
                (b->images.empty() ? std::string() : b->images[0].string());
     });
@@ -386,7 +386,7 @@ RunResult run_benchmark(std::shared_ptr<const Model> model, const Benchmark& ben
     std::unique_ptr<Session> session;
     std::string session_image;  // the image the current session's feature cache holds
     std::vector<imaging::RgbImage> images;
-    for (const EvalItem* it : todo) {
+    for (const EvalItem* it : to_run) {
         if (stop()) { res.interrupted = true; break; }
         const std::string key = it->images.empty() ? "" : it->images[0].string();
         if (!session || key != session_image) {
