@@ -13,6 +13,9 @@ PKGS=(
   libgdcm-dev
   libsqlite3-dev
   clang libclang-rt-14-dev   # scripts/fuzz.sh: libFuzzer targets (CI runs each briefly)
+  orthanc orthanc-dicomweb   # tests/pacs: a real PACS on 127.0.0.1 (scripts/orthanc.sh starts it)
+  python3-pydicom            # tests/pacs: the SR and Secondary Capture re-read by pydicom
+  chromium chromium-driver python3-selenium   # tests/web: the page driven in headless Chromium
 )
 
 missing=()
