@@ -1,0 +1,140 @@
+// The server's internals, shared by the route files (server.cpp: plumbing and the chat routes;
+// further route groups each in their own server/routes_*.cpp as HttpServer::Impl members). Not
+// part of the library's API: include server/server.h.
+#pragma once
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <thread>
+
+#include "imaging/load.h"
+#include "server/metrics.h"
+#include "server/queue.h"
+#include "server/request.h"
+#include "server/server.h"
+#include "service/auth.h"
+#include "service/consultations.h"
+#include "service/store.h"
+
+namespace hg::server {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+using service::Principal;
+using service::Role;
+
+double seconds_since(Clock::time_point t);
+
+// JSON text that never throws on odd bytes (model text is valid UTF-8 already; this is a guard).
+std::string dump(const json& j);
+
+json error_body(const std::string& message, const std::string& type, int status);
+
+void send_error(httplib::Response& res, int status, const std::string& type, const std::string& message);
+
+std::string sha256_file(const fs::path& p);
+
+// The stored copy of a model answer: the store refuses control characters other than tab and
+// newlines (validate.h), which a model's byte-fallback tokens can produce; they become U+FFFD.
+// The response carries the text as generated (JSON escapes them).
+std::string storable(std::string_view s);
+
+// A request's bytes on disk for the imaging layer (which reads files and decodes DICOM in a child
+// process), under DATA_DIR/tmp (0700), removed when the request is done.
+class TempFile {
+public:
+    TempFile(const fs::path& dir, std::span<const uint8_t> bytes);
+    ~TempFile();  // removes the file
+    TempFile(const TempFile&) = delete;
+    TempFile& operator=(const TempFile&) = delete;
+    const fs::path& path() const { return path_; }
+
+private:
+    fs::path path_;
+};
+
+// What the imaging layer makes of a file; its errors become 400 naming `what` (never our path).
+imaging::LoadResult load_image_file(const fs::path& path, const imaging::ImageOptions& io, const std::string& what);
+
+imaging::ImageOptions image_options(const std::string& window, std::optional<int> slice, const imaging::Limits& limits);
+
+// The bytes of a chat job's exchange with its HTTP thread.
+struct Exchange {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<std::string> deltas;  // streamed text not yet written
+    bool done = false;
+    std::optional<hg::Answer> answer;
+    std::string error;               // the job failed: why (500)
+    std::atomic<bool> cancel{false}; // client gone or timed out: the job stops at the next token
+    std::atomic<bool> first_text{false};
+};
+
+std::string finish_reason(StopReason r);
+
+struct HttpServer::Impl {
+    std::shared_ptr<const Model> model;
+    ServerOptions opt;
+    std::string model_name;
+    service::Store store;
+    service::KeyService keys;
+    service::ConsultationService consultations;
+    InferenceQueue queue;
+    Metrics metrics;
+    httplib::Server http;
+    std::map<std::string, std::string> plugin_sha;  // plugin name -> SHA-256 of its file
+    std::string base_sha;                           // of text.gguf: recorded when no plugin ran
+    std::thread thread;
+    int port = -1;
+    std::atomic<bool> stopped{false};
+
+    Impl(std::shared_ptr<const Model> m, ServerOptions o);
+
+    // --- plumbing ---
+
+    Principal authenticate(const httplib::Request& req);
+
+    // Every route: errors to JSON statuses; nothing escapes into httplib.
+    using Handler = std::function<void(const httplib::Request&, httplib::Response&, const Principal*)>;
+    httplib::Server::Handler wrap(bool needs_auth, Handler h);
+
+    static std::string route_of(const httplib::Request& req);
+
+    // --- routes ---
+
+    void routes();
+
+    static json consultation_json(const service::Consultation& c);
+    static json upload_json(const service::Upload& u);
+
+    // A consultation for a request without consultation_id. Patients get a new one, made only once
+    // the request has succeeded (a refused, timed-out or 429'd request leaves nothing); for any other
+    // role the service is asked now, which refuses and audits it.
+    void check_can_create(const Principal& p);
+
+    // --- POST /v1/uploads ---
+
+    void upload(const httplib::Request& req, httplib::Response& res, const Principal& p);
+
+    // --- GET /v1/uploads/{id}/preview.png ---
+
+    void preview(const httplib::Request& req, httplib::Response& res, const Principal& p);
+
+    // --- POST /v1/chat/completions ---
+
+    void chat(const httplib::Request& req, httplib::Response& res, const Principal& p);
+};
+
+}  // namespace hg::server
