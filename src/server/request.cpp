@@ -232,6 +232,37 @@ FeedbackRequest parse_feedback_request(std::string_view body) {
     return r;
 }
 
+ImageGenerationRequest parse_image_generation_request(std::string_view body) {
+    const json j = parse_object(body);
+    ImageGenerationRequest r;
+    const json* t = member(j, "task");
+    if (!t) bad_request("task: required (ct2mri, mri2ct, sr or recon)");
+    r.task = get_string(*t, "task");
+    if (r.task != "ct2mri" && r.task != "mri2ct" && r.task != "sr" && r.task != "recon")
+        bad_request("task: expected ct2mri, mri2ct, sr or recon");
+    const json* u = member(j, "upload_id");
+    if (!u) bad_request("upload_id: required (the input image, from POST /v1/uploads)");
+    r.upload_id = get_int(*u, "upload_id", 1, INT64_MAX);
+    if (const json* v = member(j, "stream")) r.stream = get_bool(*v, "stream");
+    if (const json* v = member(j, "slice")) r.slice = int(get_int(*v, "slice", 0, 1 << 20));
+    if (const json* v = member(j, "window")) r.window = get_string(*v, "window");
+    if (const json* v = member(j, "plugin")) {
+        r.plugin = get_string(*v, "plugin");
+        if (r.plugin.empty() || r.plugin.size() > 200) bad_request("plugin: expected a plugin name");
+    }
+    if (const json* v = member(j, "seed")) r.seed = uint64_t(get_int(*v, "seed", 0, INT64_MAX));
+    if (const json* v = member(j, "prompt")) {
+        r.prompt = get_string(*v, "prompt");
+        if (r.prompt.size() > 4096) bad_request("prompt: at most 4096 bytes");
+    }
+    if (const json* v = member(j, "n")) get_int(*v, "n", 1, 1);
+    if (const json* v = member(j, "response_format")) {
+        if (get_string(*v, "response_format") != "b64_json")
+            bad_request("response_format: only b64_json is supported (nothing is served by URL)");
+    }
+    return r;
+}
+
 void check_upload_name(std::string_view name) {
     if (name.empty()) bad_request("filename: must not be empty");
     if (name.size() > 255) bad_request("filename: at most 255 bytes");

@@ -86,6 +86,20 @@ struct FeedbackRequest {
 };
 FeedbackRequest parse_feedback_request(std::string_view body);
 
+// POST /v1/images/generations: an image->image task of the generation plugin on an upload.
+struct ImageGenerationRequest {
+    std::string task;                 // "ct2mri" | "mri2ct" | "sr" | "recon"
+    int64_t upload_id = 0;            // the input image (an upload of a consultation)
+    bool stream = false;              // progress events, then the image, as SSE
+    std::optional<int> slice;         // slice/frame of a volume
+    std::string window;               // DICOM/NIfTI window (imaging's syntax), "" = auto
+    std::string plugin;               // a generation plugin by name; "": the model's first one
+    std::optional<uint64_t> seed;     // given: indices sampled (temperature 1) from this seed; else greedy
+    std::string prompt;               // optional instruction; "": the task's default (the paper's)
+};
+// Unknown fields are ignored; "n" must be 1 and "response_format" "b64_json" when given.
+ImageGenerationRequest parse_image_generation_request(std::string_view body);
+
 // An upload's file name as the client gave it: a plain name, no path. Refuses '/', '\\', "..",
 // "." and control characters (400), so a name can never be read as a path anywhere.
 void check_upload_name(std::string_view name);

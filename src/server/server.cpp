@@ -153,7 +153,7 @@ httplib::Server::Handler HttpServer::Impl::wrap(bool needs_auth, Handler h) {
 std::string HttpServer::Impl::route_of(const httplib::Request& req) {
     static const std::regex preview("^/v1/uploads/[^/]+/preview\\.png$"), one("^/v1/consultations/[^/]+$");
     for (const char* r : {"/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/uploads",
-                          "/v1/feedback", "/v1/consultations"})
+                          "/v1/feedback", "/v1/consultations", "/v1/images/generations"})
         if (req.path == r) return r;
     if (std::regex_match(req.path, preview)) return "/v1/uploads/{id}/preview.png";
     if (std::regex_match(req.path, one)) return "/v1/consultations/{id}";
@@ -254,6 +254,7 @@ void HttpServer::Impl::routes() {
                                              {"created_at_ms", a.created_at_ms}});
                  res.set_content(dump(j), "application/json");
              }));
+    routes_images();
 }
 
 json HttpServer::Impl::consultation_json(const service::Consultation& c) {

@@ -47,6 +47,7 @@ struct ServerOptions {
     }();
     ParseLimits parse;
     SessionOptions session;
+    double sse_keepalive_s = 15;              // a ": keep-alive" comment when a stream had nothing to say this long
     bool log_requests = true;                 // one line per request on stderr: method, path, status, ms
     // Tests only: a pause after every generated token, to make requests slow (queue-full, timeout
     // and disconnect tests on a model that is otherwise too fast to observe).

@@ -135,6 +135,11 @@ struct HttpServer::Impl {
     // --- POST /v1/chat/completions ---
 
     void chat(const httplib::Request& req, httplib::Response& res, const Principal& p);
+
+    // --- POST /v1/images/generations (routes_images.cpp) ---
+
+    void routes_images();
+    void generate_images(const httplib::Request& req, httplib::Response& res, const Principal& p);
 };
 
 }  // namespace hg::server
