@@ -147,11 +147,13 @@ std::string new_uid() {
 }
 
 std::string make_text_sr(const ResultContext& ctx, const std::string& question, const std::string& answer,
-                         const std::string& series_uid, int series_number) {
+                         const std::string& series_uid, int series_number, std::string* sop_uid) {
     HG_CHECK(!ctx.source_series_uid.empty() && !ctx.source_instances.empty(),
              "Basic Text SR: the source series and its instances are required (the SR references them)");
     gdcm::DataSet ds;
-    common(ds, ctx, kBasicTextSr, new_uid(), series_uid, series_number, "SR", "HealthGPT answer (not a diagnosis)");
+    const std::string uid = new_uid();
+    if (sop_uid) *sop_uid = uid;
+    common(ds, ctx, kBasicTextSr, uid, series_uid, series_number, "SR", "HealthGPT answer (not a diagnosis)");
     put(ds, 0x0008, 0x0023, gdcm::VR::DA, now_date());
     put(ds, 0x0008, 0x0033, gdcm::VR::TM, now_time());
     put(ds, 0x0020, 0x0013, gdcm::VR::IS, "1");
@@ -210,12 +212,15 @@ std::string make_text_sr(const ResultContext& ctx, const std::string& question, 
 }
 
 std::string make_secondary_capture(const ResultContext& ctx, const imaging::RgbImage& image, const std::string& description,
-                                   const std::string& series_uid, int series_number, int instance_number) {
+                                   const std::string& series_uid, int series_number, int instance_number,
+                                   std::string* sop_uid) {
     HG_CHECK(image.width > 0 && image.height > 0 && image.width <= 65535 && image.height <= 65535 &&
                  image.rgb.size() == size_t(image.width) * size_t(image.height) * 3,
              "Secondary Capture: an RGB image of 1 to 65535 pixels a side is required (got %dx%d)", image.width, image.height);
     gdcm::DataSet ds;
-    common(ds, ctx, kSecondaryCapture, new_uid(), series_uid, series_number, "OT", "HealthGPT images (not a diagnosis)");
+    const std::string uid = new_uid();
+    if (sop_uid) *sop_uid = uid;
+    common(ds, ctx, kSecondaryCapture, uid, series_uid, series_number, "OT", "HealthGPT images (not a diagnosis)");
     put(ds, 0x0008, 0x0008, gdcm::VR::CS, "DERIVED\\SECONDARY");
     put(ds, 0x0008, 0x0064, gdcm::VR::CS, "WSD");  // workstation
     put(ds, 0x0008, 0x2111, gdcm::VR::ST, clean(description, 1024, false));
@@ -243,6 +248,26 @@ std::string make_secondary_capture(const ResultContext& ctx, const imaging::RgbI
     px.SetByteValue(bytes.data(), uint32_t(bytes.size()));
     ds.Replace(px);
     return write_part10(ds, "Secondary Capture");
+}
+
+SentResults send_results(DicomWebClient& pacs, const ResultContext& ctx, const std::string& question,
+                         const std::string& answer, const std::vector<imaging::RgbImage>& images,
+                         const std::vector<std::string>& descriptions) {
+    // Series numbers of our results: high, so that viewers list them after the acquired series.
+    constexpr int kSrSeriesNumber = 9001, kScSeriesNumber = 9002;
+    SentResults out;
+    std::vector<std::string> files;
+    out.sr_series_uid = new_uid();
+    files.push_back(make_text_sr(ctx, question, answer, out.sr_series_uid, kSrSeriesNumber, &out.sr_sop_uid));
+    if (!images.empty()) out.sc_series_uid = new_uid();
+    for (size_t i = 0; i < images.size(); ++i) {
+        std::string uid;
+        const std::string d = i < descriptions.size() ? descriptions[i] : "image " + std::to_string(i + 1);
+        files.push_back(make_secondary_capture(ctx, images[i], d, out.sc_series_uid, kScSeriesNumber, int(i + 1), &uid));
+        out.sc_sop_uids.push_back(uid);
+    }
+    pacs.store(files, ctx.study.study_uid);
+    return out;
 }
 
 }  // namespace hg::pacs

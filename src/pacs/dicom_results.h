@@ -34,12 +34,26 @@ struct ResultContext {
 // A new globally unique UID (gdcm::UIDGenerator).
 std::string new_uid();
 
-// A Basic Text SR as a Part 10 file. Throws hg::Error when the context lacks the study or source UIDs.
+// A Basic Text SR as a Part 10 file (its new SOP instance UID in *sop_uid when given). Throws
+// hg::Error when the context lacks the study or source UIDs.
 std::string make_text_sr(const ResultContext& ctx, const std::string& question, const std::string& answer,
-                         const std::string& series_uid, int series_number);
+                         const std::string& series_uid, int series_number, std::string* sop_uid = nullptr);
 
 // A Secondary Capture image (8-bit RGB) as a Part 10 file.
 std::string make_secondary_capture(const ResultContext& ctx, const imaging::RgbImage& image, const std::string& description,
-                                   const std::string& series_uid, int series_number, int instance_number);
+                                   const std::string& series_uid, int series_number, int instance_number,
+                                   std::string* sop_uid = nullptr);
+
+// What send_results stored.
+struct SentResults {
+    std::string sr_series_uid, sr_sop_uid, sc_series_uid;  // sc_series_uid empty when there were no images
+    std::vector<std::string> sc_sop_uids;
+};
+
+// The SR and one Secondary Capture per image (descriptions[i] names image i), built first (nothing
+// is sent if one cannot be made) and sent by STOW-RS in one request into the study.
+SentResults send_results(DicomWebClient& pacs, const ResultContext& ctx, const std::string& question,
+                         const std::string& answer, const std::vector<imaging::RgbImage>& images,
+                         const std::vector<std::string>& descriptions);
 
 }  // namespace hg::pacs

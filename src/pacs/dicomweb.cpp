@@ -192,6 +192,27 @@ void RetrievedSeries::save(const fs::path& dir) const {
     }
 }
 
+SeriesOnDisk::SeriesOnDisk(const RetrievedSeries& series, const fs::path& parent) {
+    const fs::path base = parent.empty() ? fs::temp_directory_path() : parent;
+    fs::create_directories(base);
+    std::string tmpl = (base / "healthgpt-pacs-XXXXXX").string();
+    HG_CHECK(mkdtemp(tmpl.data()) != nullptr, "%s: cannot make a temporary folder", base.string().c_str());
+    root_ = tmpl;
+    try {
+        series.save(root_ / "series");
+    } catch (...) {
+        std::error_code ec;
+        fs::remove_all(root_, ec);
+        throw;
+    }
+    path_ = series.instances.size() == 1 ? root_ / "series" / "0001.dcm" : root_ / "series";
+}
+
+SeriesOnDisk::~SeriesOnDisk() {
+    std::error_code ec;
+    fs::remove_all(root_, ec);
+}
+
 // ---------------------------------------------------------------------------------------------
 
 struct DicomWebClient::Http {

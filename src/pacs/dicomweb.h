@@ -105,6 +105,21 @@ struct RetrievedSeries {
     void save(const std::filesystem::path& dir) const;
 };
 
+// A retrieved series on disk for the imaging layer, removed when this object goes: a fresh folder
+// under `parent` (the system's temporary folder by default). path() is what imaging::load_medical
+// reads: the one file of a single-instance series (a multi-frame MR), else the folder.
+class SeriesOnDisk {
+public:
+    SeriesOnDisk(const RetrievedSeries& series, const std::filesystem::path& parent = {});
+    ~SeriesOnDisk();
+    SeriesOnDisk(const SeriesOnDisk&) = delete;
+    SeriesOnDisk& operator=(const SeriesOnDisk&) = delete;
+    const std::filesystem::path& path() const { return path_; }
+
+private:
+    std::filesystem::path root_, path_;
+};
+
 // Why a request failed, for the server to map to a status (the message says it for people).
 struct PacsError : hg::Error {
     enum class Kind { Connection, Timeout, Unauthorized, NotFound, HttpStatus, BadResponse, BadInstance };
