@@ -255,6 +255,7 @@ void HttpServer::Impl::routes() {
                  res.set_content(dump(j), "application/json");
              }));
     routes_images();
+    routes_web();
 }
 
 json HttpServer::Impl::consultation_json(const service::Consultation& c) {

@@ -115,6 +115,7 @@ struct HttpServer::Impl {
     // --- routes ---
 
     void routes();
+    void routes_web();  // routes_web.cpp: the web page's static files and GET /v1/me
 
     static json consultation_json(const service::Consultation& c);
     static json upload_json(const service::Upload& u);
