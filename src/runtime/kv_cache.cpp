@@ -125,31 +125,60 @@ void KVCache::restore(const Snapshot& s) {
 void PrefixCache::put(KVCache::Snapshot s) {
     if (s.n() == 0 || s.bytes() > max_bytes_) return;
     const uint64_t key = s.hashes.back();
+    auto entry = std::make_shared<const KVCache::Snapshot>(std::move(s));
+    std::lock_guard<std::mutex> lock(mu_);
     if (auto it = by_hash_.find(key); it != by_hash_.end()) {  // already stored: refresh
         lru_.splice(lru_.begin(), lru_, it->second);
         return;
     }
-    bytes_ += s.bytes();
-    lru_.push_front(std::make_shared<const KVCache::Snapshot>(std::move(s)));
+    bytes_ += entry->bytes();
+    lru_.push_front(std::move(entry));
     by_hash_[key] = lru_.begin();
+    stats_.stores++;
     while (bytes_ > max_bytes_ && !lru_.empty()) {
         const Entry& last = lru_.back();
         bytes_ -= last->bytes();
         by_hash_.erase(last->hashes.back());
         lru_.pop_back();
+        stats_.evictions++;
     }
 }
 
 std::shared_ptr<const KVCache::Snapshot> PrefixCache::find(std::span<const uint64_t> chained) {
+    std::lock_guard<std::mutex> lock(mu_);
+    stats_.lookups++;
+    if (lru_.empty()) return nullptr;
     for (size_t n = chained.size(); n > 0; --n) {
         auto it = by_hash_.find(chained[n - 1]);
         if (it == by_hash_.end()) continue;
-        const Entry& e = *it->second;
+        const Entry e = *it->second;
         if (e->n() != (int64_t)n) continue;  // same hash at another length: a collision, ignore
         lru_.splice(lru_.begin(), lru_, it->second);
+        stats_.hits++;
+        stats_.hit_positions += (uint64_t)n;
         return e;
     }
     return nullptr;
+}
+
+bool PrefixCache::contains(uint64_t last_hash) const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return by_hash_.count(last_hash) != 0;
+}
+
+size_t PrefixCache::bytes() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return bytes_;
+}
+
+size_t PrefixCache::size() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return lru_.size();
+}
+
+PrefixCache::Stats PrefixCache::stats() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stats_;
 }
 
 }  // namespace hg

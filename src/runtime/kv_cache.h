@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <list>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <unordered_map>
 #include <vector>
@@ -82,7 +83,10 @@ private:
 };
 
 // Snapshots of sequence prefixes, found by the chained hash of their last position; least
-// recently used ones are dropped beyond max_bytes.
+// recently used ones are dropped beyond max_bytes (0: nothing is kept, the cache is off).
+// Thread-safe: a server's workers share one, so that a prefix computed by one worker (the system
+// prompt and an image) is reused by whichever worker gets the next question about it. A found
+// snapshot is immutable and shared (shared_ptr), so a reader keeps it while another thread evicts.
 class PrefixCache {
 public:
     explicit PrefixCache(size_t max_bytes) : max_bytes_(max_bytes) {}
@@ -90,15 +94,29 @@ public:
     void put(KVCache::Snapshot s);
     // The longest stored prefix of a sequence with these chained hashes (nullptr if none).
     std::shared_ptr<const KVCache::Snapshot> find(std::span<const uint64_t> chained);
+    // Whether a prefix ending in this chained hash is stored (no LRU refresh, no counting).
+    bool contains(uint64_t last_hash) const;
 
-    size_t bytes() const { return bytes_; }
-    size_t size() const { return lru_.size(); }
+    size_t bytes() const;
+    size_t size() const;
+    size_t max_bytes() const { return max_bytes_; }
+
+    struct Stats {
+        uint64_t lookups = 0;        // find() calls
+        uint64_t hits = 0;           // of which found a stored prefix
+        uint64_t hit_positions = 0;  // positions in the prefixes found
+        uint64_t stores = 0;         // snapshots put (new ones)
+        uint64_t evictions = 0;      // dropped for space
+    };
+    Stats stats() const;
 
 private:
     using Entry = std::shared_ptr<const KVCache::Snapshot>;
+    mutable std::mutex mu_;
     size_t max_bytes_, bytes_ = 0;
     std::list<Entry> lru_;  // front = most recently used
     std::unordered_map<uint64_t, std::list<Entry>::iterator> by_hash_;
+    Stats stats_;
 };
 
 }  // namespace hg

@@ -102,6 +102,7 @@ Generator& Session::generator_for(const std::shared_ptr<const Decoder>& d) {
         gen_.reset();
         gen_ = std::make_unique<Generator>(d, opt_.n_ctx, opt_.kv_type, opt_.pool);
         if (opt_.kernels) gen_->set_kernels(opt_.kernels);
+        if (opt_.prefix_cache) gen_->set_prefix_cache(opt_.prefix_cache);
     }
     return *gen_;
 }
@@ -181,6 +182,11 @@ GenerateOptions Session::generate_options(const Plugin* p, const AskOptions& opt
     }
     g.adapters = p ? p->adapters.get() : nullptr;
     g.adapter_key = p ? p->key : 0;
+    if (p && !opt.plugin_version.empty()) {  // the version joins the plugin's identity
+        uint64_t h = prefix_hash_token(kPrefixHashSeed ^ p->key, -3);
+        for (unsigned char c : opt.plugin_version) h = prefix_hash_token(h, c);
+        g.adapter_key = h ? h : 1;
+    }
     return g;
 }
 
@@ -191,6 +197,16 @@ Answer Session::run(std::span<const int32_t> ids, std::span<const std::vector<fl
     Prompt prompt = build_prompt(ids, pixels, p, opt, a.timings);
     Generator& gen = generator_for(p ? p->decoder : model_->decoder());
     GenerateOptions g = generate_options(p, opt);
+    // With a shared prefix cache: keep the prompt up to the end of its last image (the system
+    // prompt, the earlier turns and the image vectors), what a next question about it starts with.
+    if (opt_.prefix_cache) {
+        int64_t end = 0, image_end = 0;
+        for (const auto& seg : prompt.segments()) {
+            end += seg.n;
+            if (!seg.is_tokens()) image_end = end;
+        }
+        g.save_prefix = image_end;
+    }
 
     const text::Tokenizer& tok = model_->tokenizer();
     text::StreamDecoder stream(tok, /*skip_special_tokens=*/true);

@@ -35,6 +35,7 @@
 
 #include "imaging/image.h"
 #include "runtime/generate.h"
+#include "runtime/kv_cache.h"
 #include "runtime/model.h"
 
 namespace hg {
@@ -76,6 +77,10 @@ struct AskOptions {
     PenaltyScope penalty_scope = PenaltyScope::OutputOnly;  // HealthGPT's generate(inputs_embeds)
     bool generation_prompt = false;    // end the prompt with <start_index> (image generation prompt)
     std::vector<std::string> stop_strings;
+    // The plugin's version, e.g. the SHA-256 of its file (the server passes the hash it records
+    // with the answer): part of the identity of every cached position, so a KV computed under one
+    // version of a plugin is never reused under another (a hot-swapped file at the same name).
+    std::string plugin_version;
     std::function<bool(std::string_view)> on_text;  // text as it becomes final; false stops
     std::function<bool(int32_t)> on_token;          // every generated id; false stops
     std::function<void(const Progress&)> on_progress;
@@ -95,6 +100,11 @@ struct SessionOptions {
     DType kv_type = DType::F16;      // F32 for parity runs
     ThreadPool* pool = nullptr;      // default_pool()
     const Kernels* kernels = nullptr;  // tests: pin the scalar reference
+    // Shared by sessions (a server's workers): run() stores the KV of a prompt up to the end of
+    // its last image, and every request looks its prompt up there, so a second question about the
+    // same image (same pixels, same plugin version) skips the image's prefill whichever session
+    // runs it. nullptr: each session reuses only its own previous request's KV.
+    std::shared_ptr<PrefixCache> prefix_cache;
 };
 
 // One conversation with a model. Not thread-safe; a server keeps one per conversation (the Model is

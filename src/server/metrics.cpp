@@ -2,6 +2,8 @@
 
 #include <cstdio>
 
+#include "runtime/kv_cache.h"
+
 namespace hg::server {
 
 namespace {
@@ -44,10 +46,11 @@ void Metrics::count_error(const std::string& type) {
     std::lock_guard<std::mutex> l(mu_);
     ++errors_[type];
 }
-void Metrics::count_tokens(int64_t prompt, int64_t completion) {
+void Metrics::count_tokens(int64_t prompt, int64_t completion, int64_t cached) {
     std::lock_guard<std::mutex> l(mu_);
     prompt_tokens_ += uint64_t(prompt);
     completion_tokens_ += uint64_t(completion);
+    cached_tokens_ += uint64_t(cached);
 }
 void Metrics::observe_ttft(double s) {
     std::lock_guard<std::mutex> l(mu_);
@@ -87,6 +90,22 @@ std::string Metrics::prometheus(size_t waiting, int running, size_t capacity, in
     o += "# HELP healthgpt_completion_tokens_total Tokens generated.\n"
          "# TYPE healthgpt_completion_tokens_total counter\nhealthgpt_completion_tokens_total " +
          std::to_string(completion_tokens_) + "\n";
+    o += "# HELP healthgpt_cached_prompt_tokens_total Prompt positions reused from a KV cache (not prefilled).\n"
+         "# TYPE healthgpt_cached_prompt_tokens_total counter\nhealthgpt_cached_prompt_tokens_total " +
+         std::to_string(cached_tokens_) + "\n";
+    if (prefix_cache_) {
+        const PrefixCache::Stats st = prefix_cache_->stats();
+        o += "# HELP healthgpt_prefix_cache_lookups_total Requests that looked their prompt up in the shared prefix cache.\n"
+             "# TYPE healthgpt_prefix_cache_lookups_total counter\nhealthgpt_prefix_cache_lookups_total " +
+             std::to_string(st.lookups) + "\n";
+        o += "# HELP healthgpt_prefix_cache_hits_total Lookups that found a stored prefix (an image's KV).\n"
+             "# TYPE healthgpt_prefix_cache_hits_total counter\nhealthgpt_prefix_cache_hits_total " +
+             std::to_string(st.hits) + "\n";
+        o += "# HELP healthgpt_prefix_cache_entries Prefixes stored.\n# TYPE healthgpt_prefix_cache_entries gauge\n"
+             "healthgpt_prefix_cache_entries " + std::to_string(prefix_cache_->size()) + "\n";
+        o += "# HELP healthgpt_prefix_cache_bytes Bytes of KV stored.\n# TYPE healthgpt_prefix_cache_bytes gauge\n"
+             "healthgpt_prefix_cache_bytes " + std::to_string(prefix_cache_->bytes()) + "\n";
+    }
     ttft_.write(o, "healthgpt_time_to_first_token_seconds", "Seconds from a chat request's arrival to its first text.");
     duration_.write(o, "healthgpt_request_duration_seconds", "Seconds from a chat request's arrival to its end.");
     return o;

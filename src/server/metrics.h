@@ -5,6 +5,9 @@
 //   healthgpt_prompt_tokens_total, healthgpt_completion_tokens_total
 //   healthgpt_time_to_first_token_seconds       histogram: from the request's arrival to its first text
 //   healthgpt_request_duration_seconds          histogram of chat completions, arrival to last byte
+//   healthgpt_cached_prompt_tokens_total        prompt positions taken from a KV cache instead of prefilled
+//   healthgpt_prefix_cache_{lookups,hits}_total the workers' shared PrefixCache: lookups, found prefixes,
+//   healthgpt_prefix_cache_{entries,bytes}        and what it holds now (gauges)
 // Routes are the patterns ("/v1/uploads/{id}/preview.png"), never raw paths, so ids do not explode
 // the label set. Thread-safe (one mutex; a scrape is rare and small).
 #pragma once
@@ -14,6 +17,10 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+namespace hg {
+class PrefixCache;
+}
 
 namespace hg::server {
 
@@ -37,7 +44,9 @@ public:
     Metrics();
     void count_request(const std::string& route, int status);
     void count_error(const std::string& type);
-    void count_tokens(int64_t prompt, int64_t completion);
+    void count_tokens(int64_t prompt, int64_t completion, int64_t cached = 0);
+    // The shared prefix cache whose counters /metrics shows (it outlives the Metrics' use).
+    void set_prefix_cache(const PrefixCache* pc) { prefix_cache_ = pc; }
     void observe_ttft(double seconds);
     void observe_duration(double seconds);
     std::string prometheus(size_t queue_waiting, int queue_running, size_t queue_capacity, int workers) const;
@@ -48,7 +57,8 @@ private:
     mutable std::mutex mu_;
     std::map<std::pair<std::string, int>, uint64_t> requests_;
     std::map<std::string, uint64_t> errors_;
-    uint64_t prompt_tokens_ = 0, completion_tokens_ = 0;
+    uint64_t prompt_tokens_ = 0, completion_tokens_ = 0, cached_tokens_ = 0;
+    const PrefixCache* prefix_cache_ = nullptr;
     Histogram ttft_, duration_;
 };
 

@@ -11,6 +11,7 @@ InferenceQueue::InferenceQueue(std::shared_ptr<const Model> model, int workers, 
                                int threads_per_worker)
     : model_(std::move(model)), session_options_(so), threads_per_worker_(threads_per_worker), capacity_(capacity) {
     workers = std::max(1, workers);
+    if (!session_options_.prefix_cache) session_options_.prefix_cache = std::make_shared<PrefixCache>(kDefaultPrefixCacheBytes);
     if (workers > 1 && !session_options_.pool) {
         const int per = threads_per_worker_ > 0 ? threads_per_worker_
                                                 : std::max(1, int(std::thread::hardware_concurrency()) / workers);

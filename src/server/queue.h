@@ -6,7 +6,10 @@
 // context (MBs to GBs), so their number must be bounded by the machine, not by the clients. A
 // request carries its whole conversation (OpenAI style), and a worker's Session reuses the KV of
 // the longest common prefix with its previous request (Generator's prefix reuse), so a follow-up
-// that lands on the same worker does not recompute the image. Each worker has its own ThreadPool
+// that lands on the same worker does not recompute the image. Across workers, the sessions share
+// one PrefixCache (SessionOptions::prefix_cache; made here when the options have none): the KV of
+// a prompt up to its last image is kept there, so a second question about the same image (same
+// pixels, same plugin file) reuses it on whichever worker it runs. Each worker has its own ThreadPool
 // (a ThreadPool runs one call at a time); with one worker it is the process's default pool.
 #pragma once
 #include <condition_variable>
@@ -30,6 +33,7 @@ public:
 
     // `workers` >= 1 sessions; `capacity` >= 0 jobs may wait beyond those running.
     // `threads_per_worker` <= 0: the default pool for one worker, else physical cores / workers.
+    // so.prefix_cache null: a shared one of kDefaultPrefixCacheBytes (a PrefixCache(0) turns it off).
     InferenceQueue(std::shared_ptr<const Model> model, int workers, size_t capacity, SessionOptions so = {},
                    int threads_per_worker = 0);
     ~InferenceQueue();  // stop()
@@ -42,6 +46,8 @@ public:
     int running() const;     // jobs on a worker now
     int workers() const { return int(threads_.size()); }
     size_t capacity() const { return capacity_; }
+    const PrefixCache& prefix_cache() const { return *session_options_.prefix_cache; }
+    static constexpr size_t kDefaultPrefixCacheBytes = size_t(1) << 30;  // 1 GiB of cached KV
     // Finishes the running jobs, releases the waiting ones with nullptr, joins the workers.
     void stop();
 

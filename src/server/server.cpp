@@ -108,6 +108,7 @@ HttpServer::Impl::Impl(std::shared_ptr<const Model> m, ServerOptions o)
     for (const auto& p : model->plugins().all()) plugin_sha[p->name] = sha256_file(p->path);
     const fs::path text = fs::is_directory(model->path()) ? model->path() / "text.gguf" : model->path();
     base_sha = sha256_file(text);
+    metrics.set_prefix_cache(&queue.prefix_cache());
     routes();
 }
 
@@ -421,6 +422,7 @@ void HttpServer::Impl::chat(const httplib::Request& req, httplib::Response& res,
         ask.sampling.seed = cr.seed;
     }
     ask.stop_strings = cr.stop;
+    if (plugin) ask.plugin_version = plugin_sha[plugin->name];  // cached KV is keyed on the plugin file
 
     auto ex = std::make_shared<Exchange>();
     const double timeout_s = opt.timeout_s;
@@ -493,7 +495,8 @@ void HttpServer::Impl::chat(const httplib::Request& req, httplib::Response& res,
     auto usage = [](const hg::Answer& a) {
         return json{{"prompt_tokens", a.timings.n_prompt},
                     {"completion_tokens", a.timings.n_generated},
-                    {"total_tokens", a.timings.n_prompt + a.timings.n_generated}};
+                    {"total_tokens", a.timings.n_prompt + a.timings.n_generated},
+                    {"prompt_tokens_details", {{"cached_tokens", a.timings.n_prompt_reused}}}};
     };
 
     if (!cr.stream) {
@@ -510,7 +513,7 @@ void HttpServer::Impl::chat(const httplib::Request& req, httplib::Response& res,
         l.unlock();
         if (seconds_since(arrived) > timeout_s)
             throw ApiError(504, "timeout_error", "the answer took longer than the timeout (--timeout-s)");
-        metrics.count_tokens(a.timings.n_prompt, a.timings.n_generated);
+        metrics.count_tokens(a.timings.n_prompt, a.timings.n_generated, a.timings.n_prompt_reused);
         const json ids = store_answer(a);
         std::string text = a.text;
         if (remind) text += std::string("\n\n") + kNotDiagnosisReminder;
@@ -593,7 +596,7 @@ void HttpServer::Impl::chat(const httplib::Request& req, httplib::Response& res,
                 sink.done();
                 return true;
             }
-            metrics.count_tokens(a->timings.n_prompt, a->timings.n_generated);
+            metrics.count_tokens(a->timings.n_prompt, a->timings.n_generated, a->timings.n_prompt_reused);
             json ids;
             try {
                 ids = store_answer(*a);
