@@ -550,7 +550,7 @@ void HttpServer::Impl::chat(const httplib::Request& req, httplib::Response& res,
     res.set_chunked_content_provider(
         "text/event-stream",
         [this, ex, chunk, sse, remind, include_usage, store_answer, usage, arrived, timeout_s,
-         id, created](size_t, httplib::DataSink& sink) {
+         id, created, keepalive_s = opt.sse_keepalive_s](size_t, httplib::DataSink& sink) {
             auto write = [&](const std::string& s) {
                 if (sink.write(s.data(), s.size())) return true;
                 ex->cancel = true;  // the client went away: stop generating
@@ -558,6 +558,9 @@ void HttpServer::Impl::chat(const httplib::Request& req, httplib::Response& res,
                 return false;
             };
             if (!write(sse(chunk({{"role", "assistant"}, {"content", ""}}, nullptr)))) return false;
+            // While nothing comes (a queue wait, a long prefill) a comment line now and then keeps
+            // proxies and clients from timing the stream out; SSE readers ignore comments.
+            Clock::time_point last_write = Clock::now();
             while (true) {
                 std::deque<std::string> out;
                 bool done;
@@ -569,6 +572,11 @@ void HttpServer::Impl::chat(const httplib::Request& req, httplib::Response& res,
                 }
                 for (const std::string& d : out)
                     if (!write(sse(chunk({{"content", d}}, nullptr)))) return false;
+                if (!out.empty()) last_write = Clock::now();
+                else if (!done && seconds_since(last_write) >= keepalive_s) {
+                    if (!write(": keep-alive\n\n")) return false;
+                    last_write = Clock::now();
+                }
                 if (!done && seconds_since(arrived) > timeout_s) ex->cancel = true;
                 if (!done && sink.is_writable && !sink.is_writable()) {
                     ex->cancel = true;

@@ -299,3 +299,59 @@ TEST(ServerImages, AModelWithoutAGenerationPluginAnswers404) {
     EXPECT_NE(e["message"].get<std::string>().find("no generation plugin"), std::string::npos) << r->body;
     EXPECT_EQ(f.count("uploads"), 1);
 }
+
+// SSE keep-alive comments: a streamed request waiting behind a slow one (one worker) gets
+// ": keep-alive" comments before its first text, and its text is unchanged; the image stream too.
+TEST(ServerSse, KeepAliveCommentsDuringAQueueWait) {
+    ServerOptions o;
+    o.parallel = 1;
+    o.queue = 4;
+    o.sse_keepalive_s = 0.05;
+    o.test_token_delay = std::chrono::milliseconds(25);
+    Fixture f(demo_model(), o);
+    const json text_only = {{"role", "user"}, {"content", "hello there"}};
+    const json slow = {{"max_tokens", 16}, {"messages", json::array({text_only})}};  // ~0.4 s of tokens
+    std::thread blocker([&] { EXPECT_EQ(f.post("/v1/chat/completions", slow, f.patient)->status, 200); });
+    for (int i = 0; i < 500 && json::parse(f.client().Get("/health")->body)["queue_running"] != 1; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    json streamed = {{"max_tokens", 4}, {"stream", true}, {"messages", json::array({text_only})}};
+    auto r = f.post("/v1/chat/completions", streamed, f.patient);
+    blocker.join();
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200) << r->body;
+    const std::string& b = r->body;
+    const size_t first_ka = b.find("\n\n: keep-alive\n\n"), first_text = b.find("\"content\":\"", b.find("\n\n"));
+    ASSERT_NE(first_ka, std::string::npos) << b;
+    EXPECT_LT(first_ka, first_text);  // during the wait, before any text
+    // without the comments the stream is what it would be otherwise: the same text as unstreamed
+    std::string text;
+    for (size_t pos = 0; pos < b.size();) {
+        const size_t end = b.find("\n\n", pos);
+        ASSERT_NE(end, std::string::npos);
+        const std::string ev = b.substr(pos, end - pos);
+        pos = end + 2;
+        if (ev == ": keep-alive" || ev == "data: [DONE]") continue;
+        ASSERT_EQ(ev.rfind("data: ", 0), 0u) << ev;
+        const json j = json::parse(ev.substr(6));
+        if (!j["choices"].empty() && j["choices"][0]["delta"].contains("content"))
+            text += j["choices"][0]["delta"]["content"].get<std::string>();
+    }
+    streamed["stream"] = false;
+    EXPECT_EQ(text, json::parse(f.post("/v1/chat/completions", streamed, f.patient)->body)["choices"][0]["message"]["content"]);
+
+    // an image stream waiting behind another generation (one worker) gets them too
+    ServerOptions g;
+    g.parallel = 1;
+    g.sse_keepalive_s = 0.05;
+    Fixture h(demo_model(), g);
+    const auto [id, cid] = h.upload_example();
+    (void)cid;
+    std::thread blocker2([&, id = id] { h.post("/v1/images/generations", {{"task", "sr"}, {"upload_id", id}}, h.patient); });
+    for (int i = 0; i < 500 && json::parse(h.client().Get("/health")->body)["queue_running"] != 1; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    r = h.post("/v1/images/generations", {{"task", "sr"}, {"upload_id", id}, {"stream", true}}, h.patient);
+    blocker2.join();
+    ASSERT_EQ(r->status, 200);
+    EXPECT_EQ(r->body.rfind(": keep-alive\n\n", 0), 0u) << r->body.substr(0, 200);
+    EXPECT_NE(r->body.find("\"type\":\"image\""), std::string::npos);
+}
