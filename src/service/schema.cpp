@@ -119,8 +119,59 @@ WHEN EXISTS (SELECT 1 FROM audit_log WHERE id = NEW.id)
 BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
 )sql";
 
+// The update loop (docs/UPDATES.md). Training candidates come from physicians' corrections
+// (feedback.correction), scrubbed of identifiers; one enters a dataset only once approved by
+// someone other than its author. Plugin versions are the registry: every trained plugin with
+// its parent, data, configuration, gate report and who promoted it.
+constexpr const char* kV2 = R"sql(
+CREATE TABLE training_candidates (
+    id              INTEGER PRIMARY KEY,
+    feedback_id     INTEGER NOT NULL UNIQUE REFERENCES feedback(id),
+    answer_id       INTEGER NOT NULL REFERENCES answers(id),
+    patient_id      INTEGER NOT NULL REFERENCES users(id),   -- for the split by patient
+    upload_id       INTEGER NOT NULL REFERENCES uploads(id),
+    image_sha256    TEXT NOT NULL CHECK (length(image_sha256) = 64),
+    question        TEXT NOT NULL CHECK (length(question) >= 1),   -- scrubbed
+    question_norm   TEXT NOT NULL,
+    answer          TEXT NOT NULL CHECK (length(answer) >= 1),     -- the correction, scrubbed
+    answer_norm     TEXT NOT NULL,
+    author_id       INTEGER NOT NULL REFERENCES users(id),
+    status          TEXT NOT NULL CHECK (status IN ('candidate', 'approved', 'rejected', 'flagged', 'merged')),
+    duplicate_of    INTEGER REFERENCES training_candidates(id),
+    reviewer_id     INTEGER REFERENCES users(id),
+    reviewed_at     INTEGER,
+    note            TEXT NOT NULL DEFAULT '',
+    created_at      INTEGER NOT NULL,
+    CHECK (status <> 'merged' OR duplicate_of IS NOT NULL)
+);
+CREATE INDEX training_candidates_key ON training_candidates(image_sha256, question_norm);
+CREATE INDEX training_candidates_status ON training_candidates(status);
+
+-- path: relative to the data directory; the file is written (atomically) before its row.
+CREATE TABLE plugin_versions (
+    id            INTEGER PRIMARY KEY,
+    plugin        TEXT NOT NULL CHECK (length(plugin) BETWEEN 1 AND 200),  -- the plugin it updates ("com")
+    parent_id     INTEGER REFERENCES plugin_versions(id),  -- NULL: the model folder's own file
+    path          TEXT NOT NULL,
+    sha256        TEXT NOT NULL CHECK (length(sha256) = 64),
+    status        TEXT NOT NULL CHECK (status IN ('candidate', 'promoted', 'retired', 'rejected')),
+    dataset       TEXT NOT NULL CHECK (json_valid(dataset)),   -- record ids and their hashes
+    train_config  TEXT NOT NULL CHECK (json_valid(train_config)),
+    report        TEXT NOT NULL CHECK (json_valid(report)),    -- the gate's report
+    gate_passed   INTEGER NOT NULL CHECK (gate_passed IN (0, 1)),
+    created_by    INTEGER REFERENCES users(id),
+    created_at    INTEGER NOT NULL,
+    promoted_by   INTEGER REFERENCES users(id),
+    promoted_at   INTEGER
+);
+-- At most one promoted version per plugin: a promotion retires the previous one in the same
+-- transaction, and the database refuses a second.
+CREATE UNIQUE INDEX plugin_versions_one_promoted ON plugin_versions(plugin) WHERE status = 'promoted';
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, "users, keys, consultations, messages, uploads, answers, feedback, audit log", kV1},
+    {2, "update loop: training candidates, plugin versions", kV2},
 };
 
 }  // namespace
