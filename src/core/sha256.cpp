@@ -4,6 +4,10 @@
 #include "core/sha256.h"
 
 #include <cstring>
+#include <fstream>
+#include <vector>
+
+#include "core/error.h"
 
 namespace hg {
 
@@ -107,6 +111,19 @@ std::string to_hex(std::span<const uint8_t> bytes) {
         s += digits[b & 15];
     }
     return s;
+}
+
+std::string sha256_file(const std::filesystem::path& path) {
+    std::ifstream f(path, std::ios::binary);
+    HG_CHECK(f.good(), "%s: cannot open for hashing", path.string().c_str());
+    Sha256 h;
+    std::vector<uint8_t> chunk(size_t(1) << 20);
+    while (f) {
+        f.read(reinterpret_cast<char*>(chunk.data()), (std::streamsize)chunk.size());
+        if (const auto got = (size_t)f.gcount()) h.update(chunk.data(), got);
+    }
+    HG_CHECK(f.eof(), "%s: read error while hashing", path.string().c_str());
+    return to_hex(h.finish());
 }
 
 }  // namespace hg

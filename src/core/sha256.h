@@ -6,6 +6,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <span>
 #include <string>
 #include <string_view>
@@ -35,5 +36,10 @@ Sha256Digest sha256(std::string_view s);
 
 // Lower-case hex of any byte string (64 characters for a digest).
 std::string to_hex(std::span<const uint8_t> bytes);
+
+// Lower-case hex SHA-256 of a file's bytes, read in 1 MiB chunks (model, plugin and data file
+// identities in reports, the server's plugin versions). Throws hg::Error naming the file when it
+// cannot be read.
+std::string sha256_file(const std::filesystem::path& path);
 
 }  // namespace hg

@@ -14,7 +14,7 @@
 
 #include "core/error.h"
 #include "eval/metrics.h"
-#include "eval/sha256.h"
+#include "core/sha256.h"
 #include "imaging/load.h"
 #include "imaging/quality_metrics.h"
 #include "imaging/resample.h"
@@ -302,7 +302,7 @@ json log_header(const Model& model, const Benchmark& bench, const RunOptions& op
     if (gen) {  // the pairs, by name: a different folder content is a different benchmark
         std::string names;
         for (const EvalItem& it : bench.items) names += it.id + "\n";
-        h["data_sha256"] = sha256_hex(std::span<const uint8_t>((const uint8_t*)names.data(), names.size()));
+        h["data_sha256"] = to_hex(sha256(std::string_view(names)));
     } else {
         h["data_sha256"] = sha256_file(bench.file);
     }

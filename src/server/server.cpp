@@ -40,17 +40,6 @@ void send_error(httplib::Response& res, int status, const std::string& type, con
     res.status = status;
     res.set_content(dump(error_body(message, type, status)), "application/json");
 }
-std::string sha256_file(const fs::path& p) {
-    std::ifstream f(p, std::ios::binary);
-    HG_CHECK(f.good(), "%s: cannot open to hash", p.c_str());
-    Sha256 h;
-    std::vector<char> buf(1 << 20);
-    while (f) {
-        f.read(buf.data(), std::streamsize(buf.size()));
-        h.update(buf.data(), size_t(f.gcount()));
-    }
-    return to_hex(h.finish());
-}
 std::string storable(std::string_view s) {
     std::string out;
     for (unsigned char c : s) {
@@ -255,8 +244,8 @@ void HttpServer::Impl::routes() {
                                              {"created_at_ms", a.created_at_ms}});
                  res.set_content(dump(j), "application/json");
              }));
-    routes_images();
     routes_web();
+    routes_images();
 }
 
 json HttpServer::Impl::consultation_json(const service::Consultation& c) {

@@ -44,8 +44,6 @@ json error_body(const std::string& message, const std::string& type, int status)
 
 void send_error(httplib::Response& res, int status, const std::string& type, const std::string& message);
 
-std::string sha256_file(const fs::path& p);
-
 // The stored copy of a model answer: the store refuses control characters other than tab and
 // newlines (validate.h), which a model's byte-fallback tokens can produce; they become U+FFFD.
 // The response carries the text as generated (JSON escapes them).

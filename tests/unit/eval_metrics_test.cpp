@@ -7,7 +7,6 @@
 #include <vector>
 
 #include "eval/metrics.h"
-#include "eval/sha256.h"
 #include "core/error.h"
 #include "test_util.h"
 #include <fstream>
@@ -122,12 +121,4 @@ TEST(EvalMcq, ChooseOption) {
     const std::vector<std::string> o2 = {"lung", "left lung"};
     EXPECT_EQ(choose_option("the left lung", o2), 1);  // exact text wins
     EXPECT_EQ(choose_option("mass in left lung apex", o2), 1);  // longest whole-token match
-}
-
-TEST(EvalSha256, FileHash) {
-    // FIPS 180-4's "abc" example, read from a file (core/sha256 itself: sha256_test.cpp)
-    const auto p = hgtest::scratch_dir() / "abc.txt";
-    { std::ofstream f(p, std::ios::binary); f << "abc"; }
-    EXPECT_EQ(sha256_file(p), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-    EXPECT_THROW(sha256_file(hgtest::scratch_dir() / "none"), hg::Error);
 }

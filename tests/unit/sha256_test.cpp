@@ -3,9 +3,12 @@
 // awkward pieces (1, 3, 63, 64, 65 bytes) so the block boundary handling is covered.
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <string>
 
+#include "core/error.h"
 #include "core/sha256.h"
+#include "test_util.h"
 
 namespace {
 
@@ -60,4 +63,12 @@ TEST(Sha256, PaddingBoundaryLengths) {
         EXPECT_EQ(hex_in_pieces(m, 7), d);
         prev = d;
     }
+}
+
+TEST(Sha256, FileHashAndMissingFile) {
+    // FIPS 180-4's "abc" example, read from a file in chunks
+    const auto p = hgtest::scratch_dir() / "abc.txt";
+    { std::ofstream f(p, std::ios::binary); f << "abc"; }
+    EXPECT_EQ(hg::sha256_file(p), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    EXPECT_THROW(hg::sha256_file(hgtest::scratch_dir() / "none"), hg::Error);
 }
