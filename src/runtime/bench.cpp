@@ -97,6 +97,17 @@ std::string json_escape(const std::string& s) {
 }  // namespace
 
 double peak_rss_mib() {
+    // VmHWM is this process image's own high-water mark. getrusage's ru_maxrss is not: Linux
+    // carries it over execve, so a benchmark started by a large parent (a Python script holding
+    // PyTorch) would report the parent's peak.
+    if (FILE* f = std::fopen("/proc/self/status", "r")) {
+        char line[256];
+        long kb = -1;
+        while (std::fgets(line, sizeof line, f))
+            if (std::sscanf(line, "VmHWM: %ld kB", &kb) == 1) break;
+        std::fclose(f);
+        if (kb >= 0) return kb / 1024.0;
+    }
     rusage ru{};
     getrusage(RUSAGE_SELF, &ru);
     return ru.ru_maxrss / 1024.0;  // Linux: kilobytes
