@@ -13,7 +13,10 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "command.h"
+#include "core/thread_pool.h"
 #include "train/bench_train.h"
 #include "core/kernels/kernel_bench.h"
 #include "core/cpu_features.h"
@@ -45,6 +48,7 @@ struct BenchOptions {
     std::string write_model, shape = "phi3-mini", wtype = "q4_k", vocab;
     // --train
     bool train = false;
+    std::string train_manifest;  // --train-manifest: a side-by-side run (scripts/bench-train-vs-torch.py)
     int64_t rank = 64;
     // common
     int threads = 0;
@@ -225,6 +229,24 @@ int run_train(const BenchOptions& o) {
     return 0;
 }
 
+// --train-manifest: the optimiser steps another framework ran on the same files; one JSON object
+// on stdout (the side-by-side script compares it with PyTorch's run).
+int run_train_manifest(const BenchOptions& o) {
+    if (o.threads > 0) ::setenv("HEALTHGPT_THREADS", std::to_string(o.threads).c_str(), 1);  // the trainer's pool
+    const hg::train::ManifestBenchResult r = hg::train::bench_train_manifest(o.train_manifest);
+    nlohmann::json j = {{"cpu", hg::cpu_features().brand},
+                        {"threads", hg::default_pool().size()},
+                        {"loss", r.loss},
+                        {"grad_norm", r.grad_norm},
+                        {"seconds", r.seconds},
+                        {"cpu_seconds", r.cpu_seconds},
+                        {"rows_per_step", r.rows_per_step},
+                        {"trainable", r.trainable},
+                        {"peak_rss_mib", r.peak_rss_mib}};
+    std::printf("%s\n", j.dump().c_str());
+    return 0;
+}
+
 }  // namespace
 
 HG_COMMAND(bench, "Benchmarks: llama-bench style model tests (-m FILE), kernels (--kernels), benchmark models") {
@@ -258,6 +280,9 @@ HG_COMMAND(bench, "Benchmarks: llama-bench style model tests (-m FILE), kernels 
 
     app.add_flag("--train", o->train, "training throughput and peak RSS: stage-3 H-LoRA steps on the decoder of -m "
                                      "(-p rows per example, -r steps, --rank)");
+    app.add_option("--train-manifest", o->train_manifest,
+                   "the optimiser steps of a side-by-side run written by scripts/bench-train-vs-torch.py; prints JSON "
+                   "(losses, grad norms, seconds per step; threads from -t / HEALTHGPT_THREADS)");
     app.add_option("--rank", o->rank, "--train: total H-LoRA rank")->capture_default_str();
     app.add_option("-t,--threads", o->threads, "threads (default: one per physical core, HEALTHGPT_THREADS)");
     app.add_flag("--cpu-time", o->cpu_time,
@@ -281,6 +306,7 @@ HG_COMMAND(bench, "Benchmarks: llama-bench style model tests (-m FILE), kernels 
             return run_kernels(*o, command);
         }
         if (!o->write_model.empty()) return run_write_model(*o);
+        if (!o->train_manifest.empty()) return run_train_manifest(*o);
         if (o->train) return run_train(*o);
         if (!o->model.empty()) command += " -m " + o->model;
         command += " -p " + std::to_string(o->n_prompt) + " -n " + std::to_string(o->n_gen) + " -r " +

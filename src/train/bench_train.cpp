@@ -2,13 +2,19 @@
 
 #include <chrono>
 #include <cmath>
+#include <ctime>
+#include <fstream>
 #include <random>
+
+#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "model/hlora.h"
 #include "model/weight_source.h"
 #include "runtime/bench.h"
 #include "train/param_store.h"
+#include "train/trainer.h"
+#include "train/vqa_import.h"
 
 namespace hg::train {
 
@@ -89,6 +95,78 @@ TrainBenchResult bench_train_hlora(const Decoder& dec, const TrainBenchOptions& 
     }
     HG_CHECK(std::isfinite(ps.grad_norm()), "bench train: a non-finite gradient");
     r.peak_rss_mib = peak_rss_mib();
+    return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// bench --train-manifest: the side-by-side run against another framework.
+
+namespace {
+
+std::vector<float> read_f32_file(const std::filesystem::path& p, size_t expect) {
+    std::ifstream f(p, std::ios::binary);
+    HG_CHECK(f.good(), "%s: cannot open", p.c_str());
+    std::vector<float> v(expect);
+    f.read(reinterpret_cast<char*>(v.data()), std::streamsize(expect * sizeof(float)));
+    HG_CHECK(f.gcount() == std::streamsize(expect * sizeof(float)) && f.peek() == EOF,
+             "%s: expected exactly %zu float32 values", p.c_str(), expect);
+    return v;
+}
+
+}  // namespace
+
+ManifestBenchResult bench_train_manifest(const std::filesystem::path& manifest) {
+    using nlohmann::json;
+    const json m = read_json_file(manifest);
+    const std::filesystem::path dir = manifest.parent_path();
+    TrainSpec spec = TrainSpec::stage(m.at("stage").get<int>(), m.at("plugin").get<std::string>());
+    spec.vision = m.value("unfreeze_vision", false);
+    spec.vq_vocabulary = false;
+    auto tm = TrainableModel::load(dir / m.at("model").get<std::string>(), spec);
+    const ClipVision* vision = tm->model().vision();
+    const int64_t S = vision ? vision->config().image_size : 0;
+    std::vector<TrainSample> samples;
+    for (const json& e : m.at("examples")) {
+        TrainSample s;
+        s.id = "example " + std::to_string(samples.size());
+        s.input_ids = e.at("ids").get<std::vector<int32_t>>();
+        s.labels = e.at("labels").get<std::vector<int32_t>>();
+        if (e.contains("pixels")) s.pixels.push_back(read_f32_file(dir / e["pixels"].get<std::string>(), size_t(3 * S * S)));
+        samples.push_back(std::move(s));
+    }
+    ManifestBenchResult r;
+    for (const auto& s : samples) r.rows_per_step += tm->sequence_length(s);
+    for (size_t i = 0; i < tm->params().size(); ++i) r.trainable += tm->params()[i].numel();
+    VectorSource data(std::move(samples));
+    TrainOptions o;
+    o.epochs = m.at("steps").get<int>();
+    o.batch = m.at("batch").get<int>();
+    HG_CHECK(o.batch == (int)data.size(), "bench manifest: batch must equal the number of examples (one step = all)");
+    const json& lr = m.at("lr");
+    o.lr[kGroupHLora] = lr.value("hlora", 0.0);
+    o.lr[kGroupProjector] = lr.value("projector", 0.0);
+    o.lr[kGroupVision] = lr.value("vision", 0.0);
+    o.weight_decay = m.at("weight_decay").get<double>();
+    o.schedule = ScheduleKind::Cosine;
+    o.warmup_steps = m.at("warmup_steps").get<int64_t>();
+    o.max_grad_norm = m.at("max_grad_norm").get<double>();
+    Trainer trainer(*tm, data, o);
+    auto cpu_now = [] {
+        timespec t{};
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+        return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+    };
+    double cpu0 = cpu_now();
+    trainer.run([&](const StepReport& s) {
+        const double c = cpu_now();
+        r.cpu_seconds.push_back(c - cpu0);
+        cpu0 = c;
+        r.loss.push_back(s.loss);
+        r.grad_norm.push_back(s.grad_norm);
+        r.seconds.push_back(s.seconds);
+        return true;
+    });
+    r.peak_rss_mib = hg::peak_rss_mib();
     return r;
 }
 

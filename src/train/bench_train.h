@@ -5,6 +5,7 @@
 // its forward is the inference cost `bench img` measures. Prints nothing; the CLI makes the table.
 #pragma once
 #include <cstdint>
+#include <filesystem>
 #include <vector>
 
 #include "core/thread_pool.h"
@@ -30,5 +31,28 @@ struct TrainBenchResult {
 };
 
 TrainBenchResult bench_train_hlora(const Decoder& decoder, const TrainBenchOptions& opt, ThreadPool& pool);
+
+}  // namespace hg::train
+
+namespace hg::train {
+
+// The same training run as another framework's, for a side-by-side (scripts/bench-train-vs-torch.py
+// writes the model folder and this manifest, runs PyTorch, then `healthgpt bench --train-manifest`):
+//   {"model": folder (relative to the manifest), "plugin": name, "stage": 3, "steps": K,
+//    "batch": examples per step, "lr": {"hlora": .., "projector": .., "vision": ..}, "weight_decay": ..,
+//    "warmup_steps": .., "max_grad_norm": .., "unfreeze_vision": bool,
+//    "examples": [{"ids": [...] (-200 = image slot), "labels": [...] (-100 = no loss),
+//                  "pixels": file of float32 [3, S, S] (relative)}]}
+// The optimiser steps run through train::Trainer (AdamW, cosine schedule with the given warmup,
+// clipping), every step on the same examples in the same order. Returns per step its loss, grad
+// norm (before clipping) and wall seconds. Threads: HEALTHGPT_THREADS (the default pool).
+struct ManifestBenchResult {
+    std::vector<double> loss, grad_norm, seconds;
+    std::vector<double> cpu_seconds;  // process CPU time of each step (all threads; for a shared machine)
+    int64_t rows_per_step = 0;   // sequence rows of all examples of a step (text + image)
+    int64_t trainable = 0;       // values the optimiser updates
+    double peak_rss_mib = 0;
+};
+ManifestBenchResult bench_train_manifest(const std::filesystem::path& manifest);
 
 }  // namespace hg::train
