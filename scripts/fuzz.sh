@@ -86,6 +86,7 @@ seed dicom $((256*K)) $(ls $fx/imaging/*.dcm | grep -v fuzz_gdcm_fallback_oom) "
 seed_find dicom $((256*K)) "$td/python3-pydicom" -path '*test_files*' \( -name '*.dcm' -o -name 'IM*' -o -name '[0-9]*' \)
 seed_find dicom $((256*K)) "$td/dicom3tools" -name '*.dcm'
 seed dicom_isolated $((256*K)) "$seeds"/dicom/* $fx/imaging/fuzz_gdcm_fallback_oom.dcm
+seed multipart $((64*K)) fuzz/seeds-multipart/*
 
 # ---- run ----
 targets=("$@")
