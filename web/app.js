@@ -451,7 +451,8 @@ async function generate() {
     const img = $("generated");
     img.src = "data:image/png;base64," + b64;
     img.alt = `Generated (${task}) from ${state.upload.filename}`;
-    $("generated-caption").textContent = `Generated: ${task}`;
+    $("generated-caption").textContent = `Generated: ${task} from ${state.upload.filename}` +
+      (imageOptions().window ? `, window ${imageOptions().window}` : "");
     $("generated-figure").hidden = false;
     setStatus("gen-status", `Done: ${task}, shown beside the input.`);
   } finally {
