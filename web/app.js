@@ -359,20 +359,24 @@ async function physicianAsk() {
   $("ask-button").disabled = true;
   let text = "", chunks = 0;
   try {
+    setStatus("answer-status", "Answering…");
     const ids = await streamChat(req, (d) => {
+      // appended, not replaced: a screen reader announces only the new words (aria-live)
       text += d;
-      box.textContent = text;
+      box.append(d);
       box.dataset.chunks = String(++chunks);
-      setStatus("answer-status", `Answering… (${chunks} part${chunks === 1 ? "" : "s"} received)`);
+      $("answer-parts").textContent = `${chunks} part${chunks === 1 ? "" : "s"} received`;
     });
     state.answerId = ids.answer_id;
     state.answerText = text;
+    $("answer-parts").textContent = "";
     setStatus("answer-status", `Answer complete (${chunks} parts, ${ids.finish_reason === "length" ? "cut at the length limit" : "finished"}).`);
     box.dataset.answerId = ids.answer_id == null ? "" : String(ids.answer_id);
     $("correct-button").hidden = ids.answer_id == null;
     await selectConsultation(state.consultationId, { keepImage: true }).catch(() => {});  // the history now holds it
   } finally {
     box.removeAttribute("aria-busy");
+    $("answer-parts").textContent = "";
     state.busy = false;
     $("ask-button").disabled = false;
   }
@@ -564,7 +568,7 @@ async function patientSend() {
     try {
       const ids = await streamChat(req, (d) => {
         text += d;
-        body.textContent = text;
+        body.append(d);  // appended: the log announces only the new words
         $("chat").scrollTop = $("chat").scrollHeight;  // keep the newest words in sight
       });
       if (ids.consultation_id) state.chat.consultationId = ids.consultation_id;
