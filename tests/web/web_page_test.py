@@ -434,6 +434,15 @@ def main():
         assert [m["text"] for m in v["messages"]] == ["What does my chest X-ray show?", "Should I worry?"], v["messages"]
         assert len(v["uploads"]) == 1 and len(v["answers"]) == 2
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f"#pat-consultations button[data-id='{newest}']"))
+        # a reload keeps the tab signed in (sessionStorage); the consultation reopens from the store
+        driver.refresh()
+        wait.until(lambda d: by_id("patient-view").is_displayed() and
+                   d.find_elements(By.CSS_SELECTOR, f"#pat-consultations button[data-id='{newest}']"), "signed in after a reload")
+        driver.find_element(By.CSS_SELECTOR, f"#pat-consultations button[data-id='{newest}']").click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#chat li.user")) == 2
+                   and len(d.find_elements(By.CSS_SELECTOR, "#chat li.assistant")) == 2, "the reopened consultation")
+        shown = [e.get_attribute("textContent") for e in driver.find_elements(By.CSS_SELECTOR, "#chat li.assistant .text")]
+        assert shown == [a["text"] for a in v["answers"]], "the reopened chat shows the stored answers"
         check_focus_visible()
         screenshot("patient-desktop")
         phone(True)
