@@ -87,6 +87,7 @@ seed_find dicom $((256*K)) "$td/python3-pydicom" -path '*test_files*' \( -name '
 seed_find dicom $((256*K)) "$td/dicom3tools" -name '*.dcm'
 seed dicom_isolated $((256*K)) "$seeds"/dicom/* $fx/imaging/fuzz_gdcm_fallback_oom.dcm
 seed multipart $((64*K)) fuzz/seeds-multipart/*
+seed server_request $((64*K)) fuzz/seeds-server_request/*
 
 # ---- run ----
 targets=("$@")
