@@ -7,7 +7,7 @@ Loopback only, bounded in time (an alarm stops everything after --deadline-s; th
 browser are stopped in every case). Steps:
   physician: sign in with a key (kept in sessionStorage, never in the URL), open the consultation a
   patient shared, upload a real CT DICOM, change the window (the preview's pixels change), scroll the
-  slices of a multi-frame MR with the keyboard and the slider, ask with the lung window and watch
+  slices of a multi-frame MR with the keyboard and the slider and those of a NIfTI volume, ask with the lung window and watch
   the answer stream (a MutationObserver records each state of the answer: more than one partial
   state, each a prefix of the next), correct the answer in place and find that correction in
   DATA_DIR/healthgpt.db (table feedback) with its audit row; ask for an image generation and check
@@ -100,6 +100,7 @@ def main():
         print(f"SKIP: no real CT DICOM: not in {dicom_dir}, $HG_TESTDATA (scripts/fetch-test-data.sh) or python3-pydicom")
         return SKIP
     multiframe = find_first([os.path.join(dicom_dir, "emri_small.dcm")])  # 10 frames: slice scrolling
+    nifti = find_first([os.path.join(shared, "medical", "nifti", "FLAIR.nii.gz")])  # a brain MR volume
     photo = find_first([os.path.join(shared, "medical", "xray", "nih_cxr14_00000001_000.png")])
 
     work = os.path.abspath(args.workdir)
@@ -305,6 +306,19 @@ def main():
             assert "slice 2 of 10" in text_of("preview-caption")
         else:
             print("note: emri_small.dcm not found under ../shared/data: slice scrolling not exercised")
+        if nifti:  # a NIfTI volume: its axial slices
+            by_id("upload-file").send_keys(os.path.abspath(nifti))
+            by_id("upload-button").click()
+            wait.until(lambda d: os.path.basename(nifti) in selected("phys-uploads"), "NIfTI upload")
+            no_error()
+            last = str(int(by_id("slice").get_attribute("max")))
+            assert int(last) > 10, f"a volume has many slices, the slider says {last}"
+            middle = wait_preview("slice", str((int(last) + 1) // 2))
+            by_id("preview").send_keys(Keys.END)
+            end = wait_preview("slice", last)
+            by_id("preview").send_keys(Keys.PAGE_DOWN)
+            back = wait_preview("slice", str(int(last) - 10))
+            assert len({middle[2], end[2], back[2]}) == 3, "each slice of the volume differs"
         Select(by_id("phys-uploads")).select_by_value(ct_upload)
         Select(by_id("window")).select_by_value("lung")
         wait_preview("window", "lung")
