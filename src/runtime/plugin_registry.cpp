@@ -18,12 +18,12 @@ std::string Plugin::describe() const {
     return buf;
 }
 
-const Plugin& PluginRegistry::load_file(const std::filesystem::path& path, const std::shared_ptr<const Decoder>& base,
-                                        int64_t n_tokens, int64_t vision_hidden, std::string name,
-                                        const Override& override) {
+std::unique_ptr<Plugin> PluginRegistry::make(const std::filesystem::path& path, std::string name,
+                                             const Override& override, size_t index) const {
+    const std::shared_ptr<const Decoder>& base = base_;
+    const int64_t n_tokens = n_tokens_, vision_hidden = vision_hidden_;
     auto p = std::make_unique<Plugin>();
     p->name = name.empty() ? path.stem().string() : std::move(name);
-    HG_CHECK(!find(p->name), "%s: a plugin named '%s' is already loaded", path.string().c_str(), p->name.c_str());
     p->path = path;
     p->file = GGUFFile::open(path);
     const std::string src = path.string();
@@ -57,17 +57,56 @@ const Plugin& PluginRegistry::load_file(const std::filesystem::path& path, const
         p->decoder = with_vocabulary(base, te, *p->weights.output(), p->file);
     }
     p->adapters = hlora_adapters(p->weights, *p->decoder);
-    // Any value that differs between plugins and from "no adapter" (0): the registry position + 1
+    // Any value that differs between plugins and from "no adapter" (0): the load position + 1
     // mixed with a constant, so two plugins never share a cached KV position.
-    p->key = 0x51ed270b3f1a9c57ull ^ (uint64_t)(plugins_.size() + 1) * 0x9e3779b97f4a7c15ull;
-    plugins_.push_back(std::move(p));
+    p->key = 0x51ed270b3f1a9c57ull ^ (uint64_t)(index + 1) * 0x9e3779b97f4a7c15ull;
+    return p;
+}
+
+const Plugin& PluginRegistry::load_file(const std::filesystem::path& path, const std::shared_ptr<const Decoder>& base,
+                                        int64_t n_tokens, int64_t vision_hidden, std::string name,
+                                        const Override& override) {
+    base_ = base;
+    n_tokens_ = n_tokens;
+    vision_hidden_ = vision_hidden;
+    const std::string stem = name.empty() ? path.stem().string() : name;
+    HG_CHECK(!find(stem), "%s: a plugin named '%s' is already loaded", path.string().c_str(), stem.c_str());
+    plugins_.push_back(make(path, std::move(name), override, plugins_.size()));
     return *plugins_.back();
+}
+
+const Plugin& PluginRegistry::add_version(const std::filesystem::path& path, const std::string& name,
+                                          const std::string& sha256) const {
+    HG_CHECK(base_ != nullptr, "%s: this model loaded no plugin folder, so it takes no plugin versions", path.string().c_str());
+    std::lock_guard<std::mutex> l(versions_mu_);
+    for (const auto& v : versions_)
+        if (v->name == name) {
+            HG_CHECK(v->sha256 == sha256, "%s: a different file is already loaded as %s", path.string().c_str(), name.c_str());
+            return *v;
+        }
+    for (const auto& p : plugins_)
+        HG_CHECK(p->name != name, "%s: '%s' is the name of one of the model's own plugins", path.string().c_str(), name.c_str());
+    auto p = make(path, name, {}, plugins_.size() + versions_.size());
+    HG_CHECK(p->task() == PluginTask::Comprehension, "%s: a %s plugin; only comprehension plugins are swapped at run time",
+             path.string().c_str(), plugin_task_name(p->task()));
+    p->sha256 = sha256;
+    versions_.push_back(std::move(p));
+    return *versions_.back();
+}
+
+void PluginRegistry::set_default(const Plugin* p) const {
+    HG_CHECK(!p || p->task() == PluginTask::Comprehension, "plugin %s: the default must be a comprehension plugin",
+             p->name.c_str());
+    default_.store(p);
 }
 
 void PluginRegistry::load_folder(const std::filesystem::path& dir, const std::vector<std::string>& names,
                                  const std::shared_ptr<const Decoder>& base, int64_t n_tokens, int64_t vision_hidden,
                                  const Override& override) {
     namespace fs = std::filesystem;
+    base_ = base;  // for add_version, even when the folder holds no plugin yet
+    n_tokens_ = n_tokens;
+    vision_hidden_ = vision_hidden;
     std::error_code ec;
     std::vector<fs::path> files;
     if (fs::is_directory(dir, ec))
@@ -92,6 +131,9 @@ void PluginRegistry::load_folder(const std::filesystem::path& dir, const std::ve
 const Plugin* PluginRegistry::find(std::string_view name) const {
     for (const auto& p : plugins_)
         if (p->name == name) return p.get();
+    std::lock_guard<std::mutex> l(versions_mu_);
+    for (const auto& p : versions_)
+        if (p->name == name) return p.get();
     return nullptr;
 }
 
@@ -103,6 +145,8 @@ const Plugin& PluginRegistry::get(std::string_view name) const {
 }
 
 const Plugin* PluginRegistry::first(PluginTask task) const {
+    if (task == PluginTask::Comprehension)
+        if (const Plugin* d = default_.load()) return d;
     for (const auto& p : plugins_)
         if (p->task() == task) return p.get();
     return nullptr;
