@@ -246,6 +246,7 @@ void HttpServer::Impl::routes() {
              }));
     routes_web();
     routes_images();
+    routes_admin();
 }
 
 json HttpServer::Impl::consultation_json(const service::Consultation& c) {
@@ -411,7 +412,7 @@ void HttpServer::Impl::chat(const httplib::Request& req, httplib::Response& res,
         ask.sampling.seed = cr.seed;
     }
     ask.stop_strings = cr.stop;
-    if (plugin) ask.plugin_version = plugin_sha[plugin->name];  // cached KV is keyed on the plugin file
+    if (plugin) ask.plugin_version = plugin_hash_of(*plugin);  // cached KV is keyed on the plugin file
 
     auto ex = std::make_shared<Exchange>();
     const double timeout_s = opt.timeout_s;
@@ -465,7 +466,7 @@ void HttpServer::Impl::chat(const httplib::Request& req, httplib::Response& res,
     const int64_t created = std::chrono::duration_cast<std::chrono::seconds>(
                                 std::chrono::system_clock::now().time_since_epoch()).count();
     const std::string plugin_name = plugin ? plugin->name : "";
-    const std::string plugin_hash = plugin ? plugin_sha[plugin->name] : base_sha;
+    const std::string plugin_hash = plugin ? plugin_hash_of(*plugin) : base_sha;  // the version that runs
     const Principal who = p;
     const std::optional<int64_t> cid_in = cr.consultation_id;
     const std::string question_text = question.text;

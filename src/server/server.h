@@ -24,6 +24,7 @@
 #include "runtime/pipeline.h"
 #include "server/metrics.h"
 #include "server/request.h"
+#include "update/update_job.h"
 
 namespace hg::server {
 
@@ -47,6 +48,7 @@ struct ServerOptions {
     }();
     ParseLimits parse;
     SessionOptions session;
+    update::UpdateOptions update;             // the update loop's jobs (docs/UPDATES.md); model_dir is filled in
     double sse_keepalive_s = 15;              // a ": keep-alive" comment when a stream had nothing to say this long
     bool log_requests = true;                 // one line per request on stderr: method, path, status, ms
     // Tests only: a pause after every generated token, to make requests slow (queue-full, timeout

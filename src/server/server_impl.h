@@ -26,6 +26,9 @@
 #include "service/auth.h"
 #include "service/consultations.h"
 #include "service/store.h"
+#include "update/curation.h"
+#include "update/registry.h"
+#include "update/update_job.h"
 
 namespace hg::server {
 
@@ -136,6 +139,17 @@ struct HttpServer::Impl {
     void chat(const httplib::Request& req, httplib::Response& res, const Principal& p);
 
     // --- POST /v1/images/generations (routes_images.cpp) ---
+
+    // --- the update loop: review queue, update jobs, plugin versions, hot swap (routes_admin.cpp) ---
+
+    update::CurationService curation{store};
+    update::VersionRegistry registry{store};
+    std::unique_ptr<update::UpdateManager> updates;
+    std::mutex swap_mu;  // one promotion or rollback at a time
+    void routes_admin();
+    // The SHA-256 a request records for the plugin that ran (a run-time version carries its own).
+    std::string plugin_hash_of(const Plugin& p) const;
+    const Plugin& load_version(const update::PluginVersion& v);
 
     void routes_images();
     void generate_images(const httplib::Request& req, httplib::Response& res, const Principal& p);
