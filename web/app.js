@@ -13,7 +13,7 @@ const $ = (id) => document.getElementById(id);
 const state = {
   key: "", me: null,
   // physician
-  consultationId: null, uploads: [], upload: null, previewUrl: "", previewSeq: 0, answerId: null, answerText: "",
+  consultationId: null, uploads: [], upload: null, previewUrl: "", answerId: null, answerText: "",
   // patient
   chat: { consultationId: null, turns: [] },  // turns: {question, uploadIds, answer}
   busy: false,
@@ -278,37 +278,47 @@ function imageOptions() {
   return o;
 }
 
-// The preview as the model sees it (window, slice). Fetched with the key and shown as a blob:
-// URL; a newer request wins over a slower older one.
+// The preview as the model sees it (window, slice), fetched with the key and shown as a blob:
+// URL. One request at a time: changes made while one runs (a dragged slider) are coalesced into
+// one more request for the latest state, so the server decodes a volume once per step it shows.
+let previewRunning = false, previewAgain = false;
 async function refreshPreview() {
+  if (!state.upload) return;
+  const s = sliceValue(), frames = (state.upload.image && state.upload.image.frames) || 1;
+  $("slice-label").textContent = s === null ? "(one image)" : `${s + 1} of ${frames}`;
+  if (previewRunning) { previewAgain = true; return; }
+  previewRunning = true;
+  const img = $("preview");
+  img.setAttribute("aria-busy", "true");
+  try {
+    do {
+      previewAgain = false;
+      await loadPreview(img);
+    } while (previewAgain);
+  } finally {
+    previewRunning = false;
+    img.removeAttribute("aria-busy");
+  }
+}
+
+async function loadPreview(img) {
   const u = state.upload;
-  if (!u) return;
   const frames = (u.image && u.image.frames) || 1;
   const s = sliceValue();
-  $("slice-label").textContent = s === null ? "(one image)" : `${s + 1} of ${frames}`;
   const o = imageOptions();
   const q = new URLSearchParams();
   if (o.window) q.set("window", o.window);
   if (o.slice !== undefined) q.set("slice", String(o.slice));
-  const seq = ++state.previewSeq;
-  const img = $("preview");
-  img.setAttribute("aria-busy", "true");
-  try {
-    const res = await api(`/v1/uploads/${u.id}/preview.png?${q}`);
-    const blob = await res.blob();
-    if (seq !== state.previewSeq) return;
-    if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
-    state.previewUrl = URL.createObjectURL(blob);
-    img.src = state.previewUrl;
-    const desc = `${u.filename}: ${(u.image && u.image.modality) || ""} ${(u.image && u.image.kind) || ""}, window ${o.window || "auto"}` +
-                 (s === null ? "" : `, slice ${s + 1} of ${frames}`);
-    img.alt = "Preview of " + desc;
-    $("preview-caption").textContent = desc;
-    img.dataset.window = o.window || "auto";
-    img.dataset.slice = s === null ? "" : String(s);
-  } finally {
-    if (seq === state.previewSeq) img.removeAttribute("aria-busy");
-  }
+  const blob = await (await api(`/v1/uploads/${u.id}/preview.png?${q}`)).blob();
+  if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
+  state.previewUrl = URL.createObjectURL(blob);
+  img.src = state.previewUrl;
+  const desc = `${u.filename}: ${(u.image && u.image.modality) || ""} ${(u.image && u.image.kind) || ""}, window ${o.window || "auto"}` +
+               (s === null ? "" : `, slice ${s + 1} of ${frames}`);
+  img.alt = "Preview of " + desc;
+  $("preview-caption").textContent = desc;
+  img.dataset.window = o.window || "auto";
+  img.dataset.slice = s === null ? "" : String(s);
 }
 
 function stepSlice(delta) {

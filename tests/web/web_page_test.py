@@ -319,6 +319,12 @@ def main():
             by_id("preview").send_keys(Keys.PAGE_DOWN)
             back = wait_preview("slice", str(int(last) - 10))
             assert len({middle[2], end[2], back[2]}) == 3, "each slice of the volume differs"
+            n0 = js("return performance.getEntriesByType('resource').filter(e => e.name.includes('preview.png')).length;")
+            by_id("preview").send_keys(*([Keys.ARROW_DOWN] * 8))  # fast steps: the last one wins
+            wait_preview("slice", str(int(last) - 18))
+            n = js("return performance.getEntriesByType('resource').filter(e => e.name.includes('preview.png')).length;") - n0
+            assert 1 <= n <= 8, f"{n} preview requests for 8 steps"
+            print(f"8 fast slice steps: {n} preview request(s)")
         Select(by_id("phys-uploads")).select_by_value(ct_upload)
         Select(by_id("window")).select_by_value("lung")
         wait_preview("window", "lung")
