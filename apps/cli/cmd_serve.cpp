@@ -16,7 +16,7 @@
 namespace {
 
 struct ServeArgs {
-    std::string model, host = "127.0.0.1", data_dir;
+    std::string model, host = "127.0.0.1", data_dir, pacs_config;
     int port = 8080, parallel = 1, queue = 8, max_body_mb = 64, timeout_s = 300, threads_per_worker = 0;
     bool quiet = false;
 };
@@ -53,6 +53,7 @@ int run_serve(const ServeArgs& a) {
     o.timeout_s = a.timeout_s;
     o.threads_per_worker = a.threads_per_worker;
     o.log_requests = !a.quiet;
+    o.pacs_config = a.pacs_config;
     hg::server::HttpServer server(model, o);
     const int port = server.bind();
     server.start();
@@ -74,6 +75,8 @@ HG_COMMAND(serve, "Serve a model over HTTP: OpenAI-compatible chat, uploads, con
         ->capture_default_str();
     app.add_option("--port", a->port, "TCP port (0: any free port, printed at start)")->capture_default_str();
     app.add_option("--data-dir", a->data_dir, "the store: healthgpt.db, uploads/ (default: $HEALTHGPT_DATA_DIR)");
+    app.add_option("--pacs-config", a->pacs_config,
+                   "the operator's PACS settings (JSON: name, url, auth; docs/PACS.md) for /v1/pacs and /v1/uploads/from-pacs");
     app.add_option("--parallel", a->parallel, "inference workers, one session (KV cache) each")->capture_default_str();
     app.add_option("--queue", a->queue, "requests that may wait for a worker; more get 429 with Retry-After")
         ->capture_default_str();

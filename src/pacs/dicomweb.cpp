@@ -395,6 +395,21 @@ StudyInfo DicomWebClient::study(const std::string& study_uid) {
 
 namespace {
 
+// A WADO-RS body's parts; every problem a BadResponse naming `what` once.
+std::vector<MultipartPart> parse_wado_body(const std::string& body, const std::string& content_type, const std::string& what) {
+    std::string boundary;
+    try {
+        boundary = multipart_boundary(content_type);
+    } catch (const hg::Error& e) {
+        throw PacsError(PacsError::Kind::BadResponse, 0, what + ": " + e.what());
+    }
+    try {
+        return parse_multipart(body, boundary, what);
+    } catch (const hg::Error& e) {
+        throw PacsError(PacsError::Kind::BadResponse, 0, e.what());
+    }
+}
+
 RetrievedInstance check_instance(std::string bytes, const std::string& name, const std::string& study_uid,
                                  const std::string& series_uid, const imaging::Limits& limits) {
     RetrievedInstance ri;
@@ -403,7 +418,7 @@ RetrievedInstance check_instance(std::string bytes, const std::string& name, con
         const std::span<const uint8_t> b(reinterpret_cast<const uint8_t*>(ri.bytes.data()), ri.bytes.size());
         ri.info = imaging::decode_dicom(b, name, limits).info;
     } catch (const hg::Error& e) {
-        throw PacsError(PacsError::Kind::BadInstance, 0, std::string("the DICOM decoder refused ") + name + ": " + e.what());
+        throw PacsError(PacsError::Kind::BadInstance, 0, std::string("the DICOM decoder refused it: ") + e.what());
     }
     if (ri.info.study_uid != study_uid || ri.info.series_uid != series_uid)
         throw PacsError(PacsError::Kind::BadInstance, 0,
@@ -426,14 +441,7 @@ RetrievedSeries DicomWebClient::retrieve_series(const std::string& study_uid, co
     std::string ct;
     const std::string body = get("/studies/" + study_uid + "/series/" + series_uid,
                                  "multipart/related; type=\"application/dicom\"", &ct);
-    std::vector<MultipartPart> parts;
-    try {
-        parts = parse_multipart(body, multipart_boundary(ct), what);
-    } catch (const PacsError&) {
-        throw;
-    } catch (const hg::Error& e) {
-        throw PacsError(PacsError::Kind::BadResponse, 0, what + ": " + e.what());
-    }
+    const std::vector<MultipartPart> parts = parse_wado_body(body, ct, what);
     if (parts.size() != out.references.size())
         throw PacsError(PacsError::Kind::BadResponse, 0,
                         what + ": WADO-RS sent " + std::to_string(parts.size()) + " instances, QIDO-RS lists " +
@@ -457,12 +465,7 @@ RetrievedInstance DicomWebClient::retrieve_instance(const std::string& study_uid
     std::string ct;
     const std::string body = get("/studies/" + study_uid + "/series/" + series_uid + "/instances/" + sop_instance_uid,
                                  "multipart/related; type=\"application/dicom\"", &ct);
-    std::vector<MultipartPart> parts;
-    try {
-        parts = parse_multipart(body, multipart_boundary(ct), what);
-    } catch (const hg::Error& e) {
-        throw PacsError(PacsError::Kind::BadResponse, 0, what + ": " + e.what());
-    }
+    const std::vector<MultipartPart> parts = parse_wado_body(body, ct, what);
     if (parts.size() != 1)
         throw PacsError(PacsError::Kind::BadResponse, 0, what + ": " + std::to_string(parts.size()) + " parts, expected 1");
     if (media_type(parts[0].header("content-type")) != "application/dicom")

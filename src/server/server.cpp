@@ -247,6 +247,7 @@ void HttpServer::Impl::routes() {
     routes_web();
     routes_images();
     routes_admin();
+    routes_pacs();
 }
 
 json HttpServer::Impl::consultation_json(const service::Consultation& c) {

@@ -49,6 +49,7 @@ struct ServerOptions {
     ParseLimits parse;
     SessionOptions session;
     update::UpdateOptions update;             // the update loop's jobs (docs/UPDATES.md); model_dir is filled in
+    std::filesystem::path pacs_config;        // --pacs-config: the PACS endpoints (docs/PACS.md); empty: none
     double sse_keepalive_s = 15;              // a ": keep-alive" comment when a stream had nothing to say this long
     bool log_requests = true;                 // one line per request on stderr: method, path, status, ms
     // Tests only: a pause after every generated token, to make requests slow (queue-full, timeout

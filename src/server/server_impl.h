@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "imaging/load.h"
+#include "pacs/dicomweb.h"
 #include "server/metrics.h"
 #include "server/queue.h"
 #include "server/request.h"
@@ -153,6 +154,13 @@ struct HttpServer::Impl {
 
     void routes_images();
     void generate_images(const httplib::Request& req, httplib::Response& res, const Principal& p);
+
+    // --- PACS: GET /v1/pacs..., POST /v1/uploads/from-pacs (routes_pacs.cpp) ---
+
+    std::map<std::string, pacs::PacsEndpoint> pacs_endpoints;  // from opt.pacs_config, by name
+    void routes_pacs();
+    const pacs::PacsEndpoint& pacs_for(const Principal& p, const std::string& name, const char* action);
+    void upload_from_pacs(const httplib::Request& req, httplib::Response& res, const Principal& p);
 };
 
 }  // namespace hg::server
