@@ -52,6 +52,8 @@ def parse():
     ap.add_argument("--attn", choices=["eager", "sdpa", "both"], default="both")
     ap.add_argument("--rtol", type=float, default=1e-4, help="largest relative loss difference accepted per step")
     ap.add_argument("--keep", help="write the model folder and manifest here instead of a temporary folder")
+    ap.add_argument("--no-torch", action="store_true",
+                    help="write the files (with --keep) and run healthgpt only, e.g. to profile it")
     return ap.parse_args()
 
 
@@ -136,7 +138,7 @@ def main():
         return losses, secs, cpus
 
     results = {}
-    for attn in (["eager", "sdpa"] if a.attn == "both" else [a.attn]):
+    for attn in [] if a.no_torch else (["eager", "sdpa"] if a.attn == "both" else [a.attn]):
         results[f"PyTorch {torch.__version__} ({attn} attention)"] = torch_run(attn)
     torch_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 

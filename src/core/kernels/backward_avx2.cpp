@@ -8,6 +8,8 @@
 //   attention:  per head through the same GEMM: P = softmax(scale Q Kᵀ) as a [T, T] matrix with
 //               each row's log-sum-exp kept; the backward recomputes P from it (one head's [T, T]
 //               scores at a time: T = 2048 needs 16 MiB per buffer)
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -15,19 +17,35 @@
 
 #include "core/ops.h"
 #include "core/ops_backward.h"
+#include "core/kernels/simd_avx2.h"
 #include "core/quants.h"
 
 namespace hg {
 
 namespace {
 
-// Row-major transpose of src[R, C] (float32) into dst[C, R], threaded over column blocks.
+// dst[8 x 8 at stride ds] = transpose of src[8 x 8 at stride ss] (exact: it only moves values).
+[[gnu::always_inline]] inline void transpose8x8(float* d, size_t ds, const float* s, size_t ss) {
+    __m256 v[8];
+    for (int i = 0; i < 8; ++i) v[i] = _mm256_loadu_ps(s + i * ss);
+    avx2::transpose8_ps(v);
+    for (int i = 0; i < 8; ++i) _mm256_storeu_ps(d + i * ds, v[i]);
+}
+
+// Row-major transpose of src[R, C] (float32) into dst[C, R], threaded over column blocks of 64;
+// 8 x 8 register tiles inside, element by element at the ragged edges.
 void transpose(float* dst, const float* src, int64_t R, int64_t C, ThreadPool& pool) {
     pool.parallel_for((C + 63) / 64, [&](int64_t b0, int64_t b1, int) {
-        for (int64_t b = b0; b < b1; ++b)
-            for (int64_t r0 = 0; r0 < R; r0 += 64)
-                for (int64_t c = b * 64; c < std::min(C, (b + 1) * 64); ++c)
-                    for (int64_t r = r0; r < std::min(R, r0 + 64); ++r) dst[c * R + r] = src[r * C + c];
+        for (int64_t b = b0; b < b1; ++b) {
+            const int64_t c0 = b * 64, c1 = std::min(C, c0 + 64), c8 = c0 + (c1 - c0) / 8 * 8;
+            for (int64_t r0 = 0; r0 < R; r0 += 64) {
+                const int64_t r1 = std::min(R, r0 + 64), r8 = r0 + (r1 - r0) / 8 * 8;
+                for (int64_t c = c0; c < c8; c += 8)
+                    for (int64_t r = r0; r < r8; r += 8) transpose8x8(dst + c * R + r, (size_t)R, src + r * C + c, (size_t)C);
+                for (int64_t c = c0; c < c1; ++c)  // the edges: rows past r8, and columns past c8
+                    for (int64_t r = (c < c8 ? r8 : r0); r < r1; ++r) dst[c * R + r] = src[r * C + c];
+            }
+        }
     });
 }
 
@@ -36,11 +54,18 @@ void transpose(float* dst, const float* src, int64_t R, int64_t C, ThreadPool& p
 // depends on the thread count (it splits over output panels), so neither does this.
 void matmul_backward_x_fast(float* dx, const float* dy, const Tensor& W, int64_t M, ThreadPool& pool) {
     const int64_t N = W.rows(), K = W.cols();
-    std::vector<float> w((size_t)(N * K)), wt((size_t)(N * K)), tmp((size_t)(M * K));
-    pool.parallel_for(N, [&](int64_t n0, int64_t n1, int) {
-        for (int64_t n = n0; n < n1; ++n) dequantize_row(W.type, W.row(n), w.data() + n * K, K);
-    }, 16);
-    transpose(wt.data(), w.data(), N, K, pool);
+    std::vector<float> w, wt((size_t)(N * K)), tmp((size_t)(M * K));
+    const float* wf = nullptr;  // W as float32 [N, K]: the tensor's own bytes when it is F32
+    if (W.type == DType::F32) {
+        wf = (const float*)W.row(0);
+    } else {
+        w.resize((size_t)(N * K));
+        pool.parallel_for(N, [&](int64_t n0, int64_t n1, int) {
+            for (int64_t n = n0; n < n1; ++n) dequantize_row(W.type, W.row(n), w.data() + n * K, K);
+        }, 16);
+        wf = w.data();
+    }
+    transpose(wt.data(), wf, N, K, pool);
     w = {};
     const Tensor Wt = Tensor::view(DType::F32, {K, N}, wt.data());
     kernels().matmul(tmp.data(), dy, Wt, nullptr, M, pool);
@@ -105,16 +130,25 @@ void head_probabilities(float* P, const float* Qh, const float* Kh, int64_t T, i
             float* r = P + i * T;
             int64_t lo, hi;
             key_range(p, T, i, &lo, &hi);
-            if (!lse_known) {  // forward: the row's log-sum-exp
+            const __m256 vs = _mm256_set1_ps(p.scale);
+            const int64_t hi8 = lo + (hi - lo) / 8 * 8;
+            if (!lse_known) {  // forward: the row's log-sum-exp (8 lanes, then the lanes in a fixed order)
                 float mx = -INFINITY;
                 for (int64_t j = lo; j < hi; ++j) mx = std::max(mx, r[j] * p.scale);
-                float sum = 0;
-                for (int64_t j = lo; j < hi; ++j) sum += std::exp(r[j] * p.scale - mx);
+                const __m256 vm = _mm256_set1_ps(mx);
+                __m256 acc = _mm256_setzero_ps();
+                for (int64_t j = lo; j < hi8; j += 8)
+                    acc = _mm256_add_ps(acc, avx2::exp_ps(_mm256_fmsub_ps(_mm256_loadu_ps(r + j), vs, vm)));
+                float sum = avx2::hsum(acc);
+                for (int64_t j = hi8; j < hi; ++j) sum += std::exp(r[j] * p.scale - mx);
                 lse_out[i] = mx + std::log(sum);
             }
             const float l = lse_known ? lse_known[i] : lse_out[i];
+            const __m256 vl = _mm256_set1_ps(l);
             for (int64_t j = 0; j < lo; ++j) r[j] = 0;
-            for (int64_t j = lo; j < hi; ++j) r[j] = std::exp(r[j] * p.scale - l);
+            for (int64_t j = lo; j < hi8; j += 8)
+                _mm256_storeu_ps(r + j, avx2::exp_ps(_mm256_fmsub_ps(_mm256_loadu_ps(r + j), vs, vl)));
+            for (int64_t j = hi8; j < hi; ++j) r[j] = std::exp(r[j] * p.scale - l);
             for (int64_t j = hi; j < T; ++j) r[j] = 0;
         }
     }, 8);
