@@ -325,6 +325,8 @@ def main():
             n = js("return performance.getEntriesByType('resource').filter(e => e.name.includes('preview.png')).length;") - n0
             assert 1 <= n <= 8, f"{n} preview requests for 8 steps"
             print(f"8 fast slice steps: {n} preview request(s)")
+        else:
+            print("note: FLAIR.nii.gz not found under ../shared/data: NIfTI slices not exercised")
         Select(by_id("phys-uploads")).select_by_value(ct_upload)
         Select(by_id("window")).select_by_value("lung")
         wait_preview("window", "lung")
