@@ -35,3 +35,14 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# Debian's orthanc package starts a system-wide Orthanc (ports 8042/4242 on every interface). The
+# project never uses it: tests/pacs starts its own on a free loopback port (scripts/orthanc.sh).
+# Stop and disable the system one so that installing our dependencies opens no port.
+if printf '%s\n' "${missing[@]}" | grep -qx orthanc; then
+  if [ -d /run/systemd/system ]; then
+    $SUDO systemctl disable --now orthanc >/dev/null 2>&1 || true
+  elif [ -x /etc/init.d/orthanc ]; then
+    $SUDO /etc/init.d/orthanc stop >/dev/null 2>&1 || true
+    $SUDO update-rc.d orthanc disable >/dev/null 2>&1 || true
+  fi
+fi
