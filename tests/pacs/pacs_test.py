@@ -52,13 +52,22 @@ try:
 except ImportError:
     skip("pydicom is not installed for /usr/bin/python3 (python3-pydicom)")
 
+# The real files: the shared data when it is there (a 512x512 CT, the 10-frame MR emri_small), else
+# the test files Debian's python3-pydicom ships (CT_small 128x128; MR_small made a 3-frame MR by
+# repeating its frame: the package has no multi-frame MR).
 shared = os.environ.get("HEALTHGPT_SHARED_DATA") or os.path.join(args.repo, "..", "shared", "data")
 dicom_dir = os.path.join(shared, "medical", "dicom")
 CT_FILE = os.path.join(dicom_dir, "CT1_UNC.explicit_little_endian.dcm")
 MR_FILE = os.path.join(dicom_dir, "emri_small.dcm")
-for f in (CT_FILE, MR_FILE):
-    if not os.path.exists(f):
-        skip(f"{f} not found: set HEALTHGPT_SHARED_DATA to the shared/data folder")
+DEBIAN_FILES = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files")
+MR_FROM_SINGLE_FRAME = None
+if not (os.path.exists(CT_FILE) and os.path.exists(MR_FILE)) or os.environ.get("HG_PACS_USE_DEBIAN_DATA"):
+    CT_FILE = os.path.join(DEBIAN_FILES, "CT_small.dcm")
+    MR_FROM_SINGLE_FRAME = os.path.join(DEBIAN_FILES, "MR_small.dcm")
+    for f in (CT_FILE, MR_FROM_SINGLE_FRAME):
+        if not os.path.exists(f):
+            skip(f"neither the shared data ({dicom_dir}; set HEALTHGPT_SHARED_DATA) nor pydicom's {f} is there")
+    print("note: shared data not found (or HG_PACS_USE_DEBIAN_DATA set): using pydicom's test files", flush=True)
 
 ORTHANC_SH = os.path.join(args.repo, "scripts", "orthanc.sh")
 work = os.path.abspath(args.workdir)
@@ -212,6 +221,14 @@ try:
     url_b, port_b = start_orthanc("orthanc-b", "hgtest", pw_file)
     url_c, port_c = start_orthanc("orthanc-c")
 
+    if MR_FROM_SINGLE_FRAME:
+        mr_ds = pydicom.dcmread(MR_FROM_SINGLE_FRAME)
+        mr_ds.PixelData = mr_ds.PixelData * 3
+        mr_ds.NumberOfFrames = 3
+        mr_ds.SOPInstanceUID = generate_uid()
+        mr_ds.file_meta.MediaStorageSOPInstanceUID = mr_ds.SOPInstanceUID
+        MR_FILE = os.path.join(work, "mr_3frames.dcm")
+        mr_ds.save_as(MR_FILE)
     ct_files = make_ct_series(os.path.join(work, "load"))
     for p in ct_files:
         load(port_a, p)
@@ -232,6 +249,7 @@ try:
         "HG_PACS_CT_STUDY": str(ct.StudyInstanceUID),
         "HG_PACS_CT_SERIES": str(ct.SeriesInstanceUID),
         "HG_PACS_CT_COUNT": "3",
+        "HG_PACS_CT_ROWS": str(int(ct.Rows)),
         "HG_PACS_MR_STUDY": str(mr.StudyInstanceUID),
         "HG_PACS_MR_SERIES": str(mr.SeriesInstanceUID),
         "HG_PACS_MR_FRAMES": str(int(mr.NumberOfFrames)),
@@ -328,8 +346,8 @@ try:
             check(r.returncode == 0 and ("Basic Text SR" in r.stdout or "BasicTextSR" in r.stdout), "dcmdump (DCMTK) reads the SR")
 
     r, took = run(ask + ["--pacs", url_a, "--study", env["HG_PACS_MR_STUDY"], "What is shown?"], cli_env)
-    check(r.returncode == 0 and "retrieved 1 instance(s)" in r.stderr and "of 10" in r.stderr,
-          f"ask --pacs on the 10-frame MR (series picked from the study) exits 0 ({took:.1f} s): " + r.stderr[-300:])
+    check(r.returncode == 0 and "retrieved 1 instance(s)" in r.stderr and f"of {env['HG_PACS_MR_FRAMES']}" in r.stderr,
+          f"ask --pacs on the {env['HG_PACS_MR_FRAMES']}-frame MR (series picked from the study) exits 0 ({took:.1f} s): " + r.stderr[-300:])
 
     # --- 3. the CLI's faults -----------------------------------------------------------------
     n_a = len(rest(port_a, "/instances"))

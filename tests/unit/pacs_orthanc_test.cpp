@@ -1,7 +1,8 @@
 // The DICOMweb client against a real Orthanc and against fault injectors. Started and loaded by
 // tests/pacs/pacs_test.py, which sets the environment below; without HG_ORTHANC_URL every test skips.
 //   HG_ORTHANC_URL            DICOMweb root of an Orthanc holding the test studies (no authentication)
-//   HG_PACS_CT_PATIENT, HG_PACS_CT_STUDY, HG_PACS_CT_SERIES, HG_PACS_CT_COUNT   a CT series of COUNT slices
+//   HG_PACS_CT_PATIENT, HG_PACS_CT_STUDY, HG_PACS_CT_SERIES, HG_PACS_CT_COUNT, HG_PACS_CT_ROWS
+//                             a CT series of COUNT slices of ROWS rows
 //   HG_PACS_MR_STUDY, HG_PACS_MR_SERIES, HG_PACS_MR_FRAMES                   a multi-frame MR instance
 //   HG_ORTHANC_AUTH_URL, HG_ORTHANC_AUTH_USER, HG_ORTHANC_AUTH_PASSWORD_FILE an Orthanc with basic auth
 //   HG_PACS_SLOW_URL          a server that accepts and then stays silent
@@ -102,7 +103,7 @@ TEST(PacsOrthanc, RetrieveCtSeriesAndMultiFrameMr) {
     for (const auto& i : ct.instances) {
         EXPECT_EQ(i.info.modality, "CT");
         EXPECT_EQ(i.info.series_uid, env("HG_PACS_CT_SERIES"));
-        EXPECT_EQ(i.info.rows, 512);
+        EXPECT_EQ(i.info.rows, std::atoi(env("HG_PACS_CT_ROWS").c_str()));
     }
     {
         SeriesOnDisk disk(ct, hgtest::scratch_dir() / "pacs-tmp");
