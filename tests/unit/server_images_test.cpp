@@ -279,6 +279,13 @@ TEST(ServerImages, BadRequestsAreA4xxNamingTheProblemAndStoreNothing) {
                              "{\"task\": ", "application/json");
     EXPECT_EQ(r->status, 400);
     EXPECT_NE(error_of(r)["message"].get<std::string>().find("malformed JSON"), std::string::npos);
+    // a number beyond double (found by fuzz_server_request): a 400, not a 500, on both routes
+    for (const char* path : {"/v1/images/generations", "/v1/chat/completions"}) {
+        r = f.client().Post(path, httplib::Headers{{"Authorization", "Bearer " + f.patient}},
+                            "{\"task\": \"sr\", \"upload_id\": 1E400, \"max_tokens\": 1E400}", "application/json");
+        EXPECT_EQ(r->status, 400) << path << ": " << r->body;
+        EXPECT_NE(error_of(r)["message"].get<std::string>().find("malformed JSON"), std::string::npos) << r->body;
+    }
     EXPECT_EQ(f.count("uploads"), 1);  // only the input
 }
 
