@@ -349,6 +349,17 @@ try:
     check(r.returncode == 0 and "retrieved 1 instance(s)" in r.stderr and f"of {env['HG_PACS_MR_FRAMES']}" in r.stderr,
           f"ask --pacs on the {env['HG_PACS_MR_FRAMES']}-frame MR (series picked from the study) exits 0 ({took:.1f} s): " + r.stderr[-300:])
 
+    # healthgpt serve reads --pacs-config at start: a bad one stops it with a message, no secret
+    loose = os.path.join(work, "loose-pacs.json")
+    with open(loose, "w") as f:
+        json.dump({"pacs": [{"name": "a", "url": url_b, "auth": {"type": "basic", "user": "hgtest",
+                                                                 "password": "inline-secret-55"}}]}, f)
+    os.chmod(loose, 0o644)
+    r, _ = run([args.healthgpt, "serve", "-m", model, "--data-dir", os.path.join(work, "serve-data"), "--port", "0",
+                "--pacs-config", loose], timeout=60)
+    check(r.returncode == 1 and "chmod 600" in r.stderr and "inline-secret-55" not in r.stderr + r.stdout,
+          "serve --pacs-config refuses an inline password others can read, without printing it: " + r.stderr.strip()[-160:])
+
     # --- 3. the CLI's faults -----------------------------------------------------------------
     n_a = len(rest(port_a, "/instances"))
     bad_pw = os.path.join(work, "wrong.password")
