@@ -7,6 +7,9 @@
 //   POST /v1/uploads/from-pacs {"pacs","study_uid","series_uid","consultation_id"}
 //        the series retrieved by WADO-RS, every instance checked by the isolated decoder, then
 //        each stored as an upload of the consultation (physicians it is shared with)
+//   POST /v1/pacs/{name}/results {"consultation_id","answer_id","study_uid","series_uid"}
+//        a stored answer sent back into the study as a Basic Text SR (STOW-RS) referencing the
+//        series it is about (physicians the consultation is shared with)
 //
 // Every call is audited (pacs.search / pacs.retrieve, allowed or refused); the audit text and the
 // log name the PACS by its name, never its credentials. A PACS failure is a 502 (504 for a
@@ -16,6 +19,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "pacs/dicom_results.h"
 #include "pacs/dicomweb.h"
 #include "server/server_impl.h"
 #include "service/audit.h"
@@ -183,6 +187,56 @@ void HttpServer::Impl::routes_pacs() {
                  });
                  res.set_content(dump({{"object", "list"}, {"data", data}}), "application/json");
              }));
+
+    http.Post(R"(/v1/pacs/([^/]+)/results)", wrap(true, [this](const httplib::Request& req, httplib::Response& res, const Principal* p) {
+                  const std::string name = req.matches[1].str();
+                  const json body = json::parse(req.body, nullptr, false);
+                  if (body.is_discarded() || !body.is_object()) bad_request("results: the body must be a JSON object");
+                  for (const char* k : {"consultation_id", "answer_id"})
+                      if (!body.contains(k) || !body[k].is_number_integer()) bad_request(std::string("results: '") + k + "' (an integer) is required");
+                  for (const char* k : {"study_uid", "series_uid"})
+                      if (!body.contains(k) || !body[k].is_string()) bad_request(std::string("results: '") + k + "' (a string) is required");
+                  const int64_t cid = body["consultation_id"].get<int64_t>(), aid = body["answer_id"].get<int64_t>();
+                  const std::string study = body["study_uid"].get<std::string>(), series = body["series_uid"].get<std::string>();
+                  const pacs::PacsEndpoint& ep = pacs_for(*p, name, "pacs.store");
+                  // The answer and its question, as stored (role-checked and audited by the service).
+                  const service::ConsultationView v = consultations.read(*p, cid);
+                  const service::Answer* answer = nullptr;
+                  for (const auto& a : v.answers)
+                      if (a.id == aid) answer = &a;
+                  if (!answer) bad_request("results: consultation " + std::to_string(cid) + " has no answer " + std::to_string(aid));
+                  std::string question;
+                  for (const auto& m : v.messages)
+                      if (m.id == answer->question_id) question = m.text;
+                  pacs::ResultContext ctx;
+                  ctx.model_name = answer->model;
+                  ctx.plugin_sha256 = answer->plugin_sha256;
+                  for (const auto& [plugin, sha] : plugin_sha)
+                      if (sha == answer->plugin_sha256) ctx.plugin_name = plugin;
+                  pacs::SentResults sent;
+                  try {
+                      pacs::DicomWebClient c(ep);
+                      ctx.study = c.study(study);
+                      ctx.source_series_uid = series;
+                      ctx.source_instances = c.all_instances(study, series);
+                      if (ctx.source_instances.empty())
+                          throw pacs::PacsError(pacs::PacsError::Kind::NotFound, 0, "PACS '" + name + "': series " + series + " has no instances");
+                      sent = pacs::send_results(c, ctx, question, answer->text, {}, {});
+                  } catch (const pacs::PacsError& e) {
+                      std::fprintf(stderr, "serve: results: PACS '%s': %s\n", name.c_str(), e.what());
+                      pacs_failure(e);
+                  } catch (const hg::Error& e) {
+                      bad_request(std::string("results: ") + e.what());
+                  }
+                  store.transaction([&](service::Db& db) {
+                      service::audit_append(db, *p, "pacs.store", "pacs:" + name, true,
+                                            "answer:" + std::to_string(aid) + " as SR " + sent.sr_sop_uid + " in study " + study);
+                  });
+                  res.status = 201;
+                  res.set_content(dump({{"object", "pacs.result"}, {"study_uid", study}, {"sr_series_uid", sent.sr_series_uid},
+                                        {"sr_sop_instance_uid", sent.sr_sop_uid}}),
+                                  "application/json");
+              }));
 
     http.Post("/v1/uploads/from-pacs", wrap(true, [this](const httplib::Request& req, httplib::Response& res, const Principal* p) {
                   upload_from_pacs(req, res, *p);

@@ -157,6 +157,26 @@ TEST(PacsServer, PhysicianPullsASeriesAndAsksAboutIt) {
     ASSERT_EQ(r->status, 200) << r->body;
     EXPECT_FALSE(json::parse(r->body)["choices"][0]["message"]["content"].get<std::string>().empty());
     EXPECT_EQ(f.count("SELECT count(*) FROM answers"), 1);
+
+    // the stored answer back into the study as an SR, referencing the series
+    const int64_t aid = f.count("SELECT id FROM answers");
+    const json back = {{"consultation_id", f.cid}, {"answer_id", aid}, {"study_uid", env("HG_PACS_CT_STUDY")},
+                       {"series_uid", env("HG_PACS_CT_SERIES")}};
+    EXPECT_EQ(f.post("/v1/pacs/orthanc/results", back, f.patient)->status, 403);
+    json wrong = back;
+    wrong["answer_id"] = aid + 100;
+    EXPECT_EQ(f.post("/v1/pacs/orthanc/results", wrong, f.physician)->status, 400);
+    r = f.post("/v1/pacs/orthanc/results", back, f.physician);
+    ASSERT_EQ(r->status, 201) << r->body;
+    const std::string sr_series = json::parse(r->body)["sr_series_uid"];
+    hg::pacs::PacsEndpoint ep;
+    ep.url = env("HG_ORTHANC_URL");
+    hg::pacs::DicomWebClient pacs(ep);
+    const auto srs = pacs.all_instances(env("HG_PACS_CT_STUDY"), sr_series);
+    ASSERT_EQ(srs.size(), 1u);
+    EXPECT_EQ(srs[0].sop_instance_uid, json::parse(r->body)["sr_sop_instance_uid"]);
+    EXPECT_EQ(srs[0].sop_class_uid, "1.2.840.10008.5.1.4.1.1.88.11");
+    EXPECT_EQ(f.count("SELECT count(*) FROM audit_log WHERE action = 'pacs.store' AND allowed = 1"), 1);
 }
 
 TEST(PacsServer, OtherRolesUnknownNamesAndBadInputAreRefusedStoringNothing) {
