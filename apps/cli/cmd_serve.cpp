@@ -19,6 +19,9 @@ struct ServeArgs {
     std::string model, host = "127.0.0.1", data_dir, pacs_config;
     int port = 8080, parallel = 1, queue = 8, max_body_mb = 64, timeout_s = 300, threads_per_worker = 0;
     bool quiet = false;
+    std::string replay_data, vqa_rad;  // the update loop (docs/UPDATES.md)
+    int64_t update_steps = 30;
+    double replay_ratio = 1.0, vqa_margin = 0.05;
 };
 
 int run_serve(const ServeArgs& a) {
@@ -54,6 +57,11 @@ int run_serve(const ServeArgs& a) {
     o.threads_per_worker = a.threads_per_worker;
     o.log_requests = !a.quiet;
     o.pacs_config = a.pacs_config;
+    o.update.replay_data = a.replay_data;
+    o.update.replay_ratio = a.replay_ratio;
+    o.update.max_steps = a.update_steps;
+    o.update.gate.vqa_rad_dir = a.vqa_rad;
+    o.update.gate.vqa_rad_margin = a.vqa_margin;
     hg::server::HttpServer server(model, o);
     const int port = server.bind();
     server.start();
@@ -77,6 +85,13 @@ HG_COMMAND(serve, "Serve a model over HTTP: OpenAI-compatible chat, uploads, con
     app.add_option("--data-dir", a->data_dir, "the store: healthgpt.db, uploads/ (default: $HEALTHGPT_DATA_DIR)");
     app.add_option("--pacs-config", a->pacs_config,
                    "the operator's PACS settings (JSON: name, url, auth; docs/PACS.md) for /v1/pacs and /v1/uploads/from-pacs");
+    app.add_option("--replay-data", a->replay_data,
+                   "update jobs: earlier training data mixed into each update (LLaVA JSON or VQA-RAD trainset.json)");
+    app.add_option("--replay-ratio", a->replay_ratio, "update jobs: replayed examples per new one")->capture_default_str();
+    app.add_option("--update-steps", a->update_steps, "update jobs: optimiser steps of stage 3")->capture_default_str();
+    app.add_option("--vqa-rad", a->vqa_rad, "update jobs: the VQA-RAD folder whose test set guards against forgetting");
+    app.add_option("--vqa-margin", a->vqa_margin, "update jobs: largest allowed drop of VQA-RAD closed accuracy / open recall")
+        ->capture_default_str();
     app.add_option("--parallel", a->parallel, "inference workers, one session (KV cache) each")->capture_default_str();
     app.add_option("--queue", a->queue, "requests that may wait for a worker; more get 429 with Retry-After")
         ->capture_default_str();
