@@ -248,6 +248,7 @@ void HttpServer::Impl::routes() {
     routes_images();
     routes_admin();
     routes_pacs();
+    routes_share();
 }
 
 json HttpServer::Impl::consultation_json(const service::Consultation& c) {

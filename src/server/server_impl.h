@@ -161,6 +161,11 @@ struct HttpServer::Impl {
     void routes_pacs();
     const pacs::PacsEndpoint& pacs_for(const Principal& p, const std::string& name, const char* action);
     void upload_from_pacs(const httplib::Request& req, httplib::Response& res, const Principal& p);
+
+    // --- sharing and feedback readback: /v1/physicians, /v1/consultations/{id}/shares,
+    //     /v1/answers/{id}/feedback (routes_share.cpp) ---
+
+    void routes_share();
 };
 
 }  // namespace hg::server

@@ -208,10 +208,10 @@ int64_t ConsultationService::record_answer(const Principal& p, int64_t id, int64
                    });
 }
 
-void ConsultationService::share(const Principal& p, int64_t id, int64_t physician_id) {
+std::vector<int64_t> ConsultationService::share(const Principal& p, int64_t id, int64_t physician_id) {
     check_id("consultation", id);
     check_id("physician", physician_id);
-    guarded(store_, p, "consultation.share", consultation_target(id),
+    return guarded(store_, p, "consultation.share", consultation_target(id),
             [&](Db& db) { return Access(db).can_share_consultation(p, id); },
             [&](Db& db, std::string& detail) {
                 Stmt r(db, "SELECT role FROM users WHERE id = ?");
@@ -226,6 +226,7 @@ void ConsultationService::share(const Principal& p, int64_t id, int64_t physicia
                 s.bind(now_ms());
                 s.run();
                 detail = "with user:" + std::to_string(physician_id) + (db.changes() ? "" : " (already shared)");
+                return physicians_of(db, id);
             });
 }
 
@@ -275,6 +276,18 @@ std::vector<Feedback> ConsultationService::list_feedback(const Principal& p, int
                            out.push_back(std::move(f));
                        }
                        detail = std::to_string(out.size()) + " feedback rows";
+                       return out;
+                   });
+}
+
+std::vector<PhysicianEntry> ConsultationService::list_physicians(const Principal& p) {
+    return guarded(store_, p, "physician.list", "users",
+                   [&](Db&) { return true; },  // every role: a name list is what sharing needs
+                   [&](Db& db, std::string& detail) {
+                       std::vector<PhysicianEntry> out;
+                       Stmt s(db, "SELECT id, name FROM users WHERE role = 'physician' ORDER BY name, id");
+                       while (s.step()) out.push_back({s.int64(0), s.text(1)});
+                       detail = std::to_string(out.size()) + " physicians";
                        return out;
                    });
 }

@@ -52,6 +52,12 @@ struct Feedback {
     int64_t created_at_ms = 0;
 };
 
+// A physician as a patient choosing whom to share with sees one: the id and the name, nothing else.
+struct PhysicianEntry {
+    int64_t id = 0;
+    std::string name;
+};
+
 // Everything a reader of one consultation sees.
 struct ConsultationView {
     Consultation consultation;
@@ -83,13 +89,20 @@ public:
     // consultation's messages, with the model and the plugin (SHA-256 of its file) that made it.
     int64_t record_answer(const Principal& p, int64_t consultation_id, int64_t question_id, std::string_view text,
                           std::string_view model, std::string_view plugin_sha256);
-    // The owner patient or an admin: shares with a user whose role is physician.
-    void share(const Principal& p, int64_t consultation_id, int64_t physician_id);
+    // The owner patient or an admin: shares with a user whose role is physician (again: no change).
+    // Returns the physicians it is shared with now, in order of sharing.
+    std::vector<int64_t> share(const Principal& p, int64_t consultation_id, int64_t physician_id);
     // Physicians the answer's consultation is shared with: a rating 1..5, a corrected answer and
     // a comment, at least one of them.
     int64_t add_feedback(const Principal& p, int64_t answer_id, std::optional<int> rating,
                          std::optional<std::string_view> correction, std::optional<std::string_view> comment);
+    // Physicians the answer's consultation is shared with (their own and colleagues' rows).
+    // Patients do not read feedback: a correction is the physician's working note, and what the
+    // patient is told is the physician's message in the consultation.
     std::vector<Feedback> list_feedback(const Principal& p, int64_t answer_id);
+    // Any authenticated user or the operator: every physician's id and name, by name (so a patient
+    // can choose whom to share a consultation with). Names only: no keys, roles or dates.
+    std::vector<PhysicianEntry> list_physicians(const Principal& p);
 
 private:
     Store& store_;
