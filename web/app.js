@@ -16,6 +16,8 @@ const state = {
   consultationId: null, uploads: [], upload: null, previewUrl: "", answerId: null, answerText: "",
   // patient
   chat: { consultationId: null, turns: [] },  // turns: {question, uploadIds, answer}
+  sharePick: null,     // the physician chosen in "Share with a physician", awaiting confirmation
+  physicians: new Map(),  // id -> name (GET /v1/physicians: names only)
   busy: false,
 };
 
@@ -113,6 +115,15 @@ function clearError() { $("error").hidden = true; $("error").textContent = ""; }
 function setStatus(id, text) { $(id).textContent = text; }
 function when(ms) { return new Date(ms).toLocaleString(); }
 
+async function loadPhysicians() {
+  const list = await getJson("/v1/physicians");
+  state.physicians = new Map(list.data.map((p) => [p.id, p.name]));
+}
+function physicianName(id) {
+  if (state.me && id === state.me.id) return "you";
+  return state.physicians.get(id) || `physician #${id}`;
+}
+
 // A task that reports its failure on the page instead of the console.
 function guarded(fn) {
   return async (ev) => {
@@ -171,6 +182,7 @@ async function openPhysician() {
     sel.add(o);
   }
   if (!sel.options.length) sel.add(new Option("base model (no plugin)", ""));
+  await loadPhysicians();
   await loadPhysicianConsultations();
 }
 
@@ -207,14 +219,46 @@ async function selectConsultation(id, { keepImage = false } = {}) {
   for (const b of $("phys-consultations").querySelectorAll("button"))
     b.setAttribute("aria-current", String(Number(b.dataset.id) === id));
   $("phys-current").textContent = `Consultation #${id}: ${v.title}`;
-  renderHistory(v);
+  // Each answer's feedback (own and colleagues'), read before anything is drawn so that the
+  // history appears in one piece.
+  const feedback = new Map(await Promise.all(v.answers.map(async (a) => {
+    try { return [a.id, (await getJson(`/v1/answers/${a.id}/feedback`)).data]; }
+    catch (e) { return [a.id, e]; }
+  })));
+  if (state.consultationId !== id) return;  // another consultation was chosen meanwhile
+  renderHistory(v, feedback);
   state.uploads = v.uploads;
   if (!keepImage) state.upload = null;
   renderUploads();
   if (!keepImage && v.uploads.length) await setUpload(v.uploads[v.uploads.length - 1]);
 }
 
-function renderHistory(v) {
+// The ratings, corrections and comments filed on one answer, under it in the history.
+function feedbackList(rows) {
+  const ul = document.createElement("ul");
+  ul.className = "feedback";
+  if (rows instanceof Error) {
+    const li = document.createElement("li");
+    li.textContent = "Feedback could not be read: " + rows.message;
+    ul.append(li);
+    return ul;
+  }
+  for (const f of rows) {
+    const li = document.createElement("li");
+    li.dataset.feedbackId = f.id;
+    const by = document.createElement("span");
+    by.className = "by";
+    by.textContent = `${f.correction != null ? "Correction" : "Feedback"} by ${physicianName(f.physician_id)}, ${when(f.created_at_ms)}` +
+                     (f.rating != null ? ` · rating ${f.rating} of 5` : "");
+    li.append(by);
+    if (f.correction != null) li.append(document.createElement("br"), f.correction);
+    if (f.comment != null) li.append(document.createElement("br"), "Comment: " + f.comment);
+    ul.append(li);
+  }
+  return ul;
+}
+
+function renderHistory(v, feedback = new Map()) {
   const box = $("phys-history");
   box.textContent = "";
   const h = document.createElement("h4");
@@ -232,7 +276,10 @@ function renderHistory(v) {
       const p = document.createElement("p");
       p.innerHTML = "<strong>A:</strong> ";
       p.append(a.text);
+      p.dataset.answerId = a.id;
       box.append(p);
+      const rows = feedback.get(a.id);
+      if (rows && (rows instanceof Error || rows.length)) box.append(feedbackList(rows));
     }
   }
   if (!v.messages.length) box.append("No questions yet.");
@@ -424,6 +471,9 @@ async function saveCorrection() {
   box.dataset.corrected = "true";
   setStatus("feedback-status", `Correction saved (feedback #${r.id} on answer #${r.answer_id}).`);
   $("correct-button").hidden = false;
+  await selectConsultation(state.consultationId, { keepImage: true });  // the history shows it now
+  const filed = $("phys-history").querySelector(`li[data-feedback-id="${r.id}"]`);
+  if (filed) filed.scrollIntoView({ block: "nearest" });
 }
 
 // Image generation (POST /v1/images/generations), shown beside the input.
@@ -481,6 +531,7 @@ async function generate() {
 async function openPatient() {
   $("patient-view").hidden = false;
   newChat();
+  await loadPhysicians();
   await loadPatientConsultations();
 }
 
@@ -494,12 +545,60 @@ async function loadPatientConsultations() {
     li.textContent = "None yet: ask your first question.";
     ul.append(li);
   }
+  const open = list.data.find((c) => c.id === state.chat.consultationId);
+  if (open) renderShare(open.physician_ids);
+}
+
+// "Share with a physician" for the open consultation: who it is shared with, and the others to
+// choose from. Shown only once the consultation exists (after the first question).
+function renderShare(physicianIds) {
+  const box = $("share-box");
+  box.hidden = !state.chat.consultationId;
+  hideShareConfirm(false);
+  if (box.hidden) return;
+  const names = physicianIds.map(physicianName);
+  $("share-with").textContent = names.length ? `Shared with ${names.join(", ")}.` : "Not shared with a physician yet.";
+  $("share-with").dataset.physicianIds = physicianIds.join(",");
+  const sel = $("share-physician");
+  sel.textContent = "";
+  for (const [id, name] of state.physicians) if (!physicianIds.includes(id)) sel.add(new Option(name, id));
+  if (!sel.options.length)
+    sel.add(new Option(state.physicians.size ? "(shared with every physician)" : "(no physician registered)", ""));
+  sel.disabled = $("share-button").disabled = !sel.value;
+}
+
+function askShare() {
+  const sel = $("share-physician");
+  if (!sel.value) throw new Error("Choose a physician first.");
+  state.sharePick = { id: Number(sel.value), name: sel.options[sel.selectedIndex].text };
+  $("share-question").textContent = `Share consultation #${state.chat.consultationId} with ${state.sharePick.name}? ` +
+    "They will see its questions, pictures and answers.";
+  $("share-form").hidden = true;
+  $("share-confirm").hidden = false;
+  $("share-yes").focus();
+}
+
+function hideShareConfirm(focus = true) {
+  state.sharePick = null;
+  $("share-confirm").hidden = true;
+  $("share-form").hidden = false;
+  if (focus) $("share-physician").focus();
+}
+
+async function confirmShare() {
+  const pick = state.sharePick;
+  if (!pick || !state.chat.consultationId) return;
+  const r = await (await api(`/v1/consultations/${state.chat.consultationId}/shares`,
+                             { method: "POST", json: { physician_id: pick.id } })).json();
+  renderShare(r.physician_ids);
+  $("share-with").focus();
 }
 
 function newChat() {
   state.chat = { consultationId: null, turns: [] };
   $("chat").textContent = "";
   setStatus("chat-status", "");
+  renderShare([]);
 }
 
 function chatBubble(role, text, imageUploadId) {
@@ -540,6 +639,7 @@ async function openChat(id) {
   });
   for (const b of $("pat-consultations").querySelectorAll("button"))
     b.setAttribute("aria-current", String(Number(b.dataset.id) === id));
+  renderShare(v.physician_ids);
 }
 
 async function patientSend() {
@@ -643,6 +743,10 @@ document.addEventListener("DOMContentLoaded", () => {
 
   $("pat-new").addEventListener("click", () => { newChat(); loadPatientConsultations().catch(showError); $("chat-input").focus(); });
   $("chat-form").addEventListener("submit", guarded(patientSend));
+  $("share-form").addEventListener("submit", guarded(askShare));
+  $("share-yes").addEventListener("click", guarded(confirmShare));
+  $("share-no").addEventListener("click", () => hideShareConfirm());
+  $("share-confirm").addEventListener("keydown", (e) => { if (e.key === "Escape") { e.preventDefault(); hideShareConfirm(); } });
   $("chat-input").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { e.preventDefault(); $("chat-form").requestSubmit(); }
   });

@@ -76,7 +76,7 @@ int run_serve(const ServeArgs& a) {
 
 }  // namespace
 
-HG_COMMAND(serve, "Serve a model over HTTP: OpenAI-compatible chat, uploads, consultations, feedback (docs/SERVER.md)") {
+HG_COMMAND(serve, "Serve a model over HTTP: the web page for physicians and patients at /, OpenAI-compatible chat, uploads, consultations, sharing, feedback (docs/SERVER.md)") {
     auto a = std::make_shared<ServeArgs>();
     app.add_option("-m,--model", a->model, "model folder (text.gguf, vision.gguf, plugins/*.gguf)")->required();
     app.add_option("--host", a->host, "address to listen on (loopback by default; use a TLS proxy to expose it)")

@@ -5,12 +5,16 @@
 
 Loopback only, bounded in time (an alarm stops everything after --deadline-s; the server and the
 browser are stopped in every case). Steps:
-  physician: sign in with a key (kept in sessionStorage, never in the URL), open the consultation a
+  patient shares: sign in, open the consultation, choose the physician in "Share with a physician"
+  (a name list), cancel the confirmation with Escape, confirm with the keyboard; the store has the
+  share by the patient and its audit row.
+  physician: sign in with a key (kept in sessionStorage, never in the URL), open the consultation the
   patient shared, upload a real CT DICOM, change the window (the preview's pixels change), scroll the
   slices of a multi-frame MR with the keyboard and the slider and those of a NIfTI volume, ask with the lung window and watch
   the answer stream (a MutationObserver records each state of the answer: more than one partial
   state, each a prefix of the next), correct the answer in place and find that correction in
-  DATA_DIR/healthgpt.db (table feedback) with its audit row; ask for an image generation and check
+  DATA_DIR/healthgpt.db (table feedback) with its audit row and under its answer in the history
+  (the patient's key may not read it back); ask for an image generation and check
   the page says what the server answered (image, or a clear "not available" for 404/501).
   patient: sign in, see the "not a diagnosis" reminder, ask with an image, see the streamed answer
   end with the server's reminder, ask a follow-up in the same consultation.
@@ -138,17 +142,13 @@ def main():
         assert port, "the server did not report its port: " + open(log_path).read()[-2000:]
         base = f"http://127.0.0.1:{port}"
 
-        # A consultation of the patient, shared with the physician. There is no sharing endpoint
-        # yet, so the local operator shares it in the store (shared_by NULL means exactly that).
+        # A consultation of the patient (a picture); the patient shares it with the physician
+        # through the page below.
         st, body = http(port, "POST", "/v1/uploads?filename=chest.png", pat_key, open(photo, "rb").read(), "image/png")
         assert st == 201, (st, body)
         cid = json.loads(body)["consultation_id"]
         doc_id = json.loads(http(port, "GET", "/v1/me", doc_key)[1])["id"]
-        db = sqlite3.connect(os.path.join(data, "healthgpt.db"), timeout=10)
-        with db:
-            db.execute("INSERT INTO consultation_shares (consultation_id, physician_id, shared_by, shared_at) "
-                       "VALUES (?, ?, NULL, ?)", (cid, doc_id, int(time.time() * 1000)))
-        db.close()
+        pat_id = json.loads(http(port, "GET", "/v1/me", pat_key)[1])["id"]
 
         from selenium.webdriver.chrome.options import Options
         from selenium.webdriver.chrome.service import Service
@@ -263,6 +263,40 @@ def main():
         assert "not accepted" in text_of("error") and "invalid or revoked API key" in text_of("error"), text_of("error")
         assert by_id("login-view").is_displayed() and not by_id("physician-view").is_displayed()
         assert js("return sessionStorage.getItem('healthgpt.key')") is None
+
+        # ---------------------------------------------------------------- patient shares
+        # The patient opens the consultation, chooses the physician from the list, confirms, and
+        # the page says whom it is shared with; the store has the share by the patient, audited.
+        sign_in(pat_key, "patient-view")
+        assert by_id("share-box").is_displayed() is False, "nothing to share before a consultation is open"
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f"#pat-consultations button[data-id='{cid}']"))
+        driver.find_element(By.CSS_SELECTOR, f"#pat-consultations button[data-id='{cid}']").click()
+        wait_text("share-with", r"Not shared with a physician yet", "the share box of the open consultation")
+        check_labels()
+        assert [o.text for o in Select(by_id("share-physician")).options] == ["dr-web"], "physicians' names only"
+        by_id("share-button").click()
+        wait.until(lambda d: by_id("share-confirm").is_displayed(), "the confirmation")
+        assert "dr-web" in text_of("share-question") and f"#{cid}" in text_of("share-question")
+        assert driver.switch_to.active_element.get_attribute("id") == "share-yes", "focus moves to the confirmation"
+        driver.switch_to.active_element.send_keys(Keys.ESCAPE)  # the keyboard cancels: nothing shared
+        wait.until(lambda d: by_id("share-form").is_displayed() and not by_id("share-confirm").is_displayed())
+        assert json.loads(http(port, "GET", f"/v1/consultations/{cid}", pat_key)[1])["physician_ids"] == []
+        by_id("share-button").click()
+        wait.until(lambda d: by_id("share-confirm").is_displayed())
+        by_id("share-yes").send_keys(Keys.ENTER)  # and confirms
+        wait_text("share-with", r"Shared with dr-web\.", "the page says whom it is shared with")
+        no_error()
+        db = sqlite3.connect(f"file:{os.path.join(data, 'healthgpt.db')}?mode=ro", uri=True, timeout=10)
+        shares = db.execute("SELECT physician_id, shared_by FROM consultation_shares WHERE consultation_id = ?", (cid,)).fetchall()
+        share_audit = db.execute("SELECT count(*) FROM audit_log WHERE action = 'consultation.share' AND allowed = 1 "
+                                 "AND user_id = ? AND target = ?", (pat_id, f"consultation:{cid}")).fetchone()[0]
+        db.close()
+        assert shares == [(doc_id, pat_id)] and share_audit == 1, (shares, share_audit)
+        phone(True)
+        check_phone_fits("patient sharing")
+        phone(False)
+        by_id("logout").click()
+        wait.until(lambda d: by_id("login-view").is_displayed())
 
         # ---------------------------------------------------------------- physician
         sign_in(doc_key, "physician-view")
@@ -393,7 +427,13 @@ def main():
         db.close()
         assert row == (answer_id, doc_id, 2, correction, "checked in the browser"), row
         assert audit == 1, audit
-        print(f"correction stored: feedback {fid} on answer {answer_id}")
+        # the history shows it under its answer (GET /v1/answers/{id}/feedback); the patient may not read it
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f"#phys-history ul.feedback li[data-feedback-id='{fid}']"),
+                   "the correction in the history")
+        shown = driver.find_element(By.CSS_SELECTOR, f"#phys-history ul.feedback li[data-feedback-id='{fid}']").text
+        assert correction in shown and "by you" in shown and "rating 2 of 5" in shown and "checked in the browser" in shown, shown
+        assert http(port, "GET", f"/v1/answers/{answer_id}/feedback", pat_key)[0] == 403, "patients do not read corrections"
+        print(f"correction stored: feedback {fid} on answer {answer_id}, shown in the history")
 
         # image generation beside the input; the page says what the server answered
         Select(by_id("gen-task")).select_by_value("ct2mri")
@@ -473,6 +513,19 @@ def main():
             "the reminder is on the phone's first screen"
         screenshot("patient-phone")
         phone(False)
+
+        # the operator's CLI shares too (by name; audited as local-operator), and refuses a patient
+        cli_doc = run("keys", "add", "--data-dir", data, "--role", "physician", "--name", "dr-cli")
+        assert cli_doc.startswith("hgk_")
+        out = run("consultations", "share", "--data-dir", data, "--consultation", str(cid), "--physician", "dr-cli")
+        assert f"consultation {cid} is shared with physician(s) {doc_id}, " in out, out
+        bad = subprocess.run([hg, "consultations", "share", "--data-dir", data, "--consultation", str(cid),
+                              "--physician", "pat-web"], capture_output=True, text=True, timeout=60)
+        assert bad.returncode != 0 and "no physician named 'pat-web'" in bad.stderr, (bad.returncode, bad.stderr)
+        db = sqlite3.connect(f"file:{os.path.join(data, 'healthgpt.db')}?mode=ro", uri=True, timeout=10)
+        rows = db.execute("SELECT count(*) FROM consultation_shares WHERE consultation_id = ? AND shared_by IS NULL", (cid,)).fetchone()[0]
+        db.close()
+        assert rows == 1, rows
 
         logs = driver.get_log("browser")
         csp = [l["message"] for l in logs if "Content Security Policy" in l["message"] or "Refused to" in l["message"]]
