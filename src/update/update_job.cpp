@@ -307,7 +307,7 @@ json UpdateJob::gate(const fs::path& dir, const std::vector<DatasetRecord>& held
         hj.push_back({{"id", it.id}, {"question", r.question}, {"answer", r.answer}, {"image_sha256", r.image_sha256}});
     }
     write_text(held.file, hj.dump(1) + "\n");
-    if (std::getenv("HG_UPDATE_KEEP")) log("job folder: " + dir.string());
+    log("job folder: " + dir.string());
     std::optional<eval::Benchmark> vqa;
     std::error_code ec;
     if (!g.vqa_rad_dir.empty() && fs::exists(g.vqa_rad_dir / "testset.json", ec))
