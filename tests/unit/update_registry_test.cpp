@@ -3,6 +3,11 @@
 // image in training), and the run-time plugin versions of a loaded model (add, default swap).
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <fstream>
 #include <random>
 #include <set>
@@ -152,6 +157,51 @@ TEST(UpdateRegistry, ModelTakesPluginVersionsAtRunTime) {
     reader.join();
     EXPECT_EQ(bad.load(), 0);
     EXPECT_EQ(plugins.all().size(), n_folder) << "run-time versions are not listed with the folder's plugins";
+}
+
+// kill -9 during promotions: a child promotes two versions in turn as fast as it can and is
+// killed at a random moment, five times; after each kill the database is intact and exactly one
+// version is promoted (never none half-way, never two).
+TEST(UpdateRegistry, KillDuringPromotionLeavesOnePromotedVersion) {
+    const fs::path dir = fresh_dir("registry-kill");
+    int64_t a = 0, b = 0;
+    {
+        Store store(dir);
+        write(dir / "v/a.gguf", "a");
+        write(dir / "v/b.gguf", "b");
+        VersionRegistry reg(store);
+        const Principal op = Principal::local_operator();
+        a = reg.add(op, {.plugin = "com", .path = "v/a.gguf", .gate_passed = true}).id;
+        b = reg.add(op, {.plugin = "com", .path = "v/b.gguf", .gate_passed = true}).id;
+        reg.promote(op, a);
+    }
+    std::mt19937 rng(5);
+    for (int round = 0; round < 5; ++round) {
+        const pid_t pid = fork();
+        ASSERT_GE(pid, 0);
+        if (pid == 0) {  // the child never returns into gtest
+            try {
+                Store store(dir);
+                VersionRegistry reg(store);
+                const Principal op = Principal::local_operator();
+                for (;;) reg.promote(op, reg.promoted("com")->id == a ? b : a);
+            } catch (...) {
+            }
+            _exit(3);
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(30 + rng() % 120));
+        kill(pid, SIGKILL);
+        int status = 0;
+        waitpid(pid, &status, 0);
+        ASSERT_TRUE(WIFSIGNALED(status)) << "the child stopped by itself";
+        Store store(dir);
+        EXPECT_EQ(query_text(store, "PRAGMA integrity_check"), "ok");
+        EXPECT_EQ(query_int(store, "SELECT count(*) FROM plugin_versions WHERE status = 'promoted'"), 1) << "round " << round;
+        EXPECT_EQ(query_int(store, "SELECT count(*) FROM plugin_versions WHERE status NOT IN ('promoted', 'retired')"), 0);
+    }
+    Store store(dir);
+    EXPECT_GT(query_int(store, "SELECT count(*) FROM audit_log WHERE action = 'plugins.promote' AND allowed = 1"), 5)
+        << "the child promoted between kills";
 }
 
 }  // namespace
