@@ -30,6 +30,7 @@ struct TrainArgs {
     int64_t rank = 64, experts = 4;
     double alpha = 128;
     double lr = -1, projector_lr = -1, vision_lr = -1, weight_decay = 0, max_grad_norm = 1.0;
+    int64_t activation_memory_mb = 2048;
     int epochs = 1, batch = 1, accum = 1, max_seq = 2048;
     int64_t max_steps = 0, warmup = -1, save_every = 0;
     double warmup_ratio = 0.03;
@@ -116,6 +117,7 @@ int run_train(const TrainArgs& a) {
     HG_CHECK(kind.has_value(), "--schedule %s: one of constant, constant_with_warmup, linear, cosine", a.schedule.c_str());
     o.schedule = *kind;
     o.max_grad_norm = a.max_grad_norm;
+    o.activation_memory_mb = a.activation_memory_mb;
     o.seed = a.seed;
     o.log_jsonl = a.log.empty() ? fs::path(a.out).string() + ".log.jsonl" : a.log;
     o.checkpoint_path = a.checkpoint.empty() ? fs::path(a.out).string() + ".ckpt" : a.checkpoint;
@@ -231,6 +233,10 @@ HG_COMMAND(train, "Fine-tune H-LoRA plugins (HealthGPT's stages 1-3), the vision
     app.add_option("--warmup-ratio", a->warmup_ratio, "warm-up share of the steps")->capture_default_str();
     app.add_option("--schedule", a->schedule, "constant, constant_with_warmup, linear or cosine")->capture_default_str();
     app.add_option("--max-grad-norm", a->max_grad_norm, "global gradient-norm clipping (0: off)")->capture_default_str();
+    app.add_option("--activation-memory", a->activation_memory_mb,
+                   "MiB of decoder activations kept per example between forward and backward (blocks beyond it are "
+                   "recomputed: activation checkpointing); results identical; 0: checkpoint every block")
+        ->capture_default_str();
     app.add_option("--seed", a->seed, "data order (and a new plugin's initial values)")->capture_default_str();
     app.add_flag("--skip-bad", a->skip_bad, "skip (and count) unreadable records instead of stopping");
     app.add_option("--resume", a->resume, "continue from a training checkpoint (same options)");

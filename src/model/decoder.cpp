@@ -436,7 +436,7 @@ ParamRefs Decoder::parameters() const {
 }
 
 // One block's activations, [n_tok, ...] row-major; q and k are after RoPE.
-struct Decoder::BlockActs {
+struct DecoderBlockActs {
     std::vector<float> xn1, qkv, att, lse, x1, xn2, gu, act, tmp;
     float *q = nullptr, *k = nullptr, *v = nullptr;
     size_t q_stride = 0, kv_stride = 0;
@@ -520,9 +520,20 @@ void Decoder::forward_train(const float* embeds, int64_t n_tok, DecoderTape& tap
     std::memcpy(tape.block_in.data(), embeds, (size_t)(n_tok * E) * sizeof(float));
     Arena arena;
     BlockActs a;
-    for (int64_t l = 0; l < NL; ++l)
+    tape.kept.assign((size_t)NL, nullptr);
+    size_t kept_bytes = 0;
+    for (int64_t l = 0; l < NL; ++l) {
         block_train(l, tape.block_in.data() + l * n_tok * E, tape.block_in.data() + (l + 1) * n_tok * E, n_tok, a,
                     arena, pool, K, BK, opt.adapters);
+        a.tmp = {};  // scratch: the backward does not read it
+        const size_t bytes = sizeof(float) * (a.xn1.size() + a.qkv.size() + a.att.size() + a.lse.size() + a.x1.size() +
+                                              a.xn2.size() + a.gu.size() + a.act.size());
+        if (kept_bytes + bytes <= opt.keep_activation_bytes) {
+            kept_bytes += bytes;
+            tape.kept[(size_t)l] = std::make_shared<const BlockActs>(std::move(a));  // q/k/v point into qkv: moved with it
+            a = BlockActs{};
+        }
+    }
 }
 
 double Decoder::loss_backward(const DecoderTape& tape, const int32_t* targets, float grad_scale, float* dhidden,
@@ -639,53 +650,55 @@ void Decoder::backward(const float* dhidden, const DecoderTape& tape, float* dem
     for (int64_t l = hp.n_layer; l-- > 0;) {
         const DecoderLayer& L = w_.layers[(size_t)l];
         const float* x_in = tape.block_in.data() + l * T * E;
-        block_train(l, x_in, x_out.data(), T, a, arena, pool, K, BK, adapters);  // recompute (checkpointing)
+        const BlockActs* kept = tape.kept.size() == (size_t)hp.n_layer ? tape.kept[(size_t)l].get() : nullptr;
+        if (!kept) block_train(l, x_in, x_out.data(), T, a, arena, pool, K, BK, adapters);  // recompute (checkpointing)
+        const BlockActs& A = kept ? *kept : a;
 
         // --- x_out = x1 + down(act)
         dx1 = dx;
         std::fill(dact.begin(), dact.end(), 0.0f);
-        linear_backward(dact.data(), dx.data(), a.act.data(), T, L.down, l, LinearKind::FfnDown, sink, pool, K, BK,
+        linear_backward(dact.data(), dx.data(), A.act.data(), T, L.down, l, LinearKind::FfnDown, sink, pool, K, BK,
                         adapters);
         std::fill(dgu.begin(), dgu.end(), 0.0f);
         std::fill(dxn.begin(), dxn.end(), 0.0f);
         if (L.gate_up.present()) {
             for (int64_t i = 0; i < T; ++i)
                 BK.swiglu_backward(dgu.data() + i * 2 * I, dgu.data() + i * 2 * I + I, dact.data() + i * I,
-                                   a.gu.data() + i * 2 * I, a.gu.data() + i * 2 * I + I, I);
-            linear_backward(dxn.data(), dgu.data(), a.xn2.data(), T, L.gate_up, l, LinearKind::FfnGateUp, sink, pool,
+                                   A.gu.data() + i * 2 * I, A.gu.data() + i * 2 * I + I, I);
+            linear_backward(dxn.data(), dgu.data(), A.xn2.data(), T, L.gate_up, l, LinearKind::FfnGateUp, sink, pool,
                             K, BK, adapters);
         } else {
-            BK.swiglu_backward(dgu.data(), dgu.data() + T * I, dact.data(), a.gu.data(), a.gu.data() + T * I, T * I);
-            linear_backward(dxn.data(), dgu.data(), a.xn2.data(), T, L.gate, l, LinearKind::FfnGate, sink, pool, K, BK,
+            BK.swiglu_backward(dgu.data(), dgu.data() + T * I, dact.data(), A.gu.data(), A.gu.data() + T * I, T * I);
+            linear_backward(dxn.data(), dgu.data(), A.xn2.data(), T, L.gate, l, LinearKind::FfnGate, sink, pool, K, BK,
                             adapters);
-            linear_backward(dxn.data(), dgu.data() + T * I, a.xn2.data(), T, L.up, l, LinearKind::FfnUp, sink, pool, K,
+            linear_backward(dxn.data(), dgu.data() + T * I, A.xn2.data(), T, L.up, l, LinearKind::FfnUp, sink, pool, K,
                             BK, adapters);
         }
-        BK.rmsnorm_backward(dx1.data(), sink ? sink->find(L.ffn_norm.data()) : nullptr, dxn.data(), a.x1.data(),
+        BK.rmsnorm_backward(dx1.data(), sink ? sink->find(L.ffn_norm.data()) : nullptr, dxn.data(), A.x1.data(),
                             L.ffn_norm.data(), T, E, hp.rms_eps);
 
         // --- x1 = x_in + o(attn(rope(q), rope(k), v))
         std::fill(datt.begin(), datt.end(), 0.0f);
-        linear_backward(datt.data(), dx1.data(), a.att.data(), T, L.o, l, LinearKind::AttnOutput, sink, pool, K, BK,
+        linear_backward(datt.data(), dx1.data(), A.att.data(), T, L.o, l, LinearKind::AttnOutput, sink, pool, K, BK,
                         adapters);
         std::fill(dqkv.begin(), dqkv.end(), 0.0f);
-        float* dq = dqkv.data() + (a.q - a.qkv.data());  // the same layout as q|k|v
-        float* dk = dqkv.data() + (a.k - a.qkv.data());
-        float* dv = dqkv.data() + (a.v - a.qkv.data());
-        BK.attention_backward(dq, dk, dv, datt.data(), a.q, a.q_stride, a.k, a.v, a.kv_stride, a.att.data(),
-                              a.lse.data(), T, ap, pool);
-        BK.rope_backward(dq, T, a.q_stride, (int)hp.n_head, (int)D, (int)hp.n_rot, pos.data(), hp.rope_theta,
+        float* dq = dqkv.data() + (A.q - A.qkv.data());  // the same layout as q|k|v
+        float* dk = dqkv.data() + (A.k - A.qkv.data());
+        float* dv = dqkv.data() + (A.v - A.qkv.data());
+        BK.attention_backward(dq, dk, dv, datt.data(), A.q, A.q_stride, A.k, A.v, A.kv_stride, A.att.data(),
+                              A.lse.data(), T, ap, pool);
+        BK.rope_backward(dq, T, A.q_stride, (int)hp.n_head, (int)D, (int)hp.n_rot, pos.data(), hp.rope_theta,
                          hp.rope_mode, nullptr, 1.0f);
-        BK.rope_backward(dk, T, a.kv_stride, (int)hp.n_head_kv, (int)D, (int)hp.n_rot, pos.data(), hp.rope_theta,
+        BK.rope_backward(dk, T, A.kv_stride, (int)hp.n_head_kv, (int)D, (int)hp.n_rot, pos.data(), hp.rope_theta,
                          hp.rope_mode, nullptr, 1.0f);
         std::fill(dxn.begin(), dxn.end(), 0.0f);
         if (L.qkv.present()) {
-            linear_backward(dxn.data(), dqkv.data(), a.xn1.data(), T, L.qkv, l, LinearKind::AttnQKV, sink, pool, K, BK,
+            linear_backward(dxn.data(), dqkv.data(), A.xn1.data(), T, L.qkv, l, LinearKind::AttnQKV, sink, pool, K, BK,
                             adapters);
         } else {
-            linear_backward(dxn.data(), dq, a.xn1.data(), T, L.q, l, LinearKind::AttnQ, sink, pool, K, BK, adapters);
-            linear_backward(dxn.data(), dk, a.xn1.data(), T, L.k, l, LinearKind::AttnK, sink, pool, K, BK, adapters);
-            linear_backward(dxn.data(), dv, a.xn1.data(), T, L.v, l, LinearKind::AttnV, sink, pool, K, BK, adapters);
+            linear_backward(dxn.data(), dq, A.xn1.data(), T, L.q, l, LinearKind::AttnQ, sink, pool, K, BK, adapters);
+            linear_backward(dxn.data(), dk, A.xn1.data(), T, L.k, l, LinearKind::AttnK, sink, pool, K, BK, adapters);
+            linear_backward(dxn.data(), dv, A.xn1.data(), T, L.v, l, LinearKind::AttnV, sink, pool, K, BK, adapters);
         }
         dx = dx1;  // the residual
         BK.rmsnorm_backward(dx.data(), sink ? sink->find(L.attn_norm.data()) : nullptr, dxn.data(), x_in,

@@ -158,9 +158,13 @@ enum class LogitRows { None, Last, All };
 // What Decoder::forward_train keeps for the backward: activation checkpointing per block, so only
 // each block's input is stored ([n_layer + 1, n_tok, n_embd]; the last slice is the final hidden
 // state before the output norm). The backward recomputes one block's internals at a time.
+struct DecoderBlockActs;  // one block's internals (decoder.cpp)
 struct DecoderTape {
     int64_t n_tok = 0;
     std::vector<float> block_in;
+    // Per block, its internals when forward_train kept them (ForwardOptions::keep_activation_bytes):
+    // the backward then reads them instead of recomputing the block. Null: checkpointed.
+    std::vector<std::shared_ptr<const DecoderBlockActs>> kept;
     const float* hidden(int64_t n_embd) const { return block_in.data() + (block_in.size() - (size_t)(n_tok * n_embd)); }
 };
 
@@ -168,6 +172,10 @@ struct ForwardOptions {
     ThreadPool* pool = nullptr;          // default_pool()
     const Kernels* kernels = nullptr;    // kernels() (tests pin the scalar reference)
     const AdapterSet* adapters = nullptr;
+    // forward_train: keep the internals of as many blocks (from the first) as fit in this many
+    // bytes, so the backward skips recomputing them (one forward less per kept block, the same
+    // numbers bit for bit); 0 = checkpoint every block (only the block inputs are kept).
+    size_t keep_activation_bytes = 0;
 };
 
 class Decoder {
@@ -229,7 +237,7 @@ private:
     void linear_backward(float* dx, const float* dy, const float* x, int64_t M, const Linear& L, int64_t layer,
                          LinearKind kind, const GradSink* sink, ThreadPool& pool, const Kernels& K,
                          const BackwardKernels& BK, const AdapterSet* adapters) const;
-    struct BlockActs;
+    using BlockActs = DecoderBlockActs;
     void block_train(int64_t l, const float* x_in, float* x_out, int64_t n_tok, BlockActs& a, Arena& arena,
                      ThreadPool& pool, const Kernels& K, const BackwardKernels& BK,
                      const AdapterSet* adapters) const;

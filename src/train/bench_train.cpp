@@ -150,6 +150,7 @@ ManifestBenchResult bench_train_manifest(const std::filesystem::path& manifest) 
     o.schedule = ScheduleKind::Cosine;
     o.warmup_steps = m.at("warmup_steps").get<int64_t>();
     o.max_grad_norm = m.at("max_grad_norm").get<double>();
+    o.activation_memory_mb = m.value("activation_memory_mb", o.activation_memory_mb);
     Trainer trainer(*tm, data, o);
     auto cpu_now = [] {
         timespec t{};

@@ -165,6 +165,7 @@ double TrainableModel::loss_and_grad(const TrainSample& s, float grad_scale, int
     const Decoder& dec = decoder();
     ForwardOptions opt = opt_in;
     if (!opt.adapters && plugin_) opt.adapters = plugin_->adapters.get();
+    if (!opt.keep_activation_bytes && backward) opt.keep_activation_bytes = activation_bytes_;
     ThreadPool& pool = opt.pool ? *opt.pool : default_pool();
     const bool ref = opt.kernels == &kernels_ref();
     const Kernels* K = opt.kernels ? opt.kernels : &kernels();

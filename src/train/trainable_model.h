@@ -85,6 +85,12 @@ public:
     double loss_and_grad(const TrainSample& s, float grad_scale, int64_t* n_valid, bool backward = true,
                          const ForwardOptions& opt = {});
 
+    // Training forwards keep the internals of as many decoder blocks as fit in `bytes` (the
+    // backward then skips recomputing them; results bit-identical); 0: checkpoint every block.
+    // Used when the call's ForwardOptions asks for nothing itself.
+    void set_activation_memory(size_t bytes) { activation_bytes_ = bytes; }
+    size_t activation_memory() const { return activation_bytes_; }
+
     // After an optimiser step: copies the new values into the components' own float32 copies
     // (norm weights and biases they copied at load).
     void sync() { params_.sync_aliases(); }
@@ -101,6 +107,7 @@ private:
     std::vector<std::shared_ptr<const GGUFFile>> files_;
     std::shared_ptr<const Model> model_;
     const Plugin* plugin_ = nullptr;
+    size_t activation_bytes_ = 0;
 };
 
 }  // namespace hg::train

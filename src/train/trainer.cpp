@@ -53,6 +53,9 @@ Trainer::Trainer(TrainableModel& model, const SampleSource& train, const TrainOp
     HG_CHECK(opt.batch >= 1 && opt.accum >= 1 && opt.epochs >= 1, "training: batch %d, accum %d, epochs %d must be >= 1",
              opt.batch, opt.accum, opt.epochs);
     HG_CHECK(model.params().size() > 0, "training: no trainable parameters");
+    HG_CHECK(opt.activation_memory_mb >= 0, "training: activation memory %lld MiB must be >= 0",
+             (long long)opt.activation_memory_mb);
+    model.set_activation_memory((size_t)opt.activation_memory_mb << 20);
     const int64_t micro = ((int64_t)train.size() + opt.batch - 1) / opt.batch;
     steps_per_epoch_ = (micro + opt.accum - 1) / opt.accum;
     total_steps_ = opt.max_steps > 0 ? std::min<int64_t>(opt.max_steps, steps_per_epoch_ * opt.epochs)

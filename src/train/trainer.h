@@ -60,6 +60,10 @@ struct TrainOptions {
     int64_t warmup_steps = -1;  // >= 0: exact; -1: from warmup_ratio
     double warmup_ratio = 0.03;
     double max_grad_norm = 1.0;  // <= 0: no clipping
+    // Decoder activations kept between forward and backward, per example (MiB): blocks that fit
+    // are not recomputed (a third less arithmetic each); beyond it, per-block checkpointing. The
+    // results do not depend on it. 0: checkpoint every block (the least memory).
+    int64_t activation_memory_mb = 2048;
     uint64_t seed = 42;          // data order
     std::filesystem::path log_jsonl;        // one JSON object per step (and per evaluation)
     std::filesystem::path checkpoint_path;  // where save_checkpoint() writes by default

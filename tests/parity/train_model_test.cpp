@@ -177,6 +177,39 @@ TEST_P(TrainModel, GradientsOfEveryDecoderWeightMatchTorch) {
     compare_grads(*tm, c["grads_full"], blobs, "full");
 }
 
+// Keeping the decoder blocks' activations (no recomputation in the backward) changes nothing:
+// every gradient bit-identical to per-block checkpointing, with all, none or some blocks kept.
+TEST_P(TrainModel, KeptActivationsGiveTheCheckpointedGradientsBitForBit) {
+    const Case k = load_case(GetParam());
+    const json& c = k.c;
+    TrainSpec spec = lora_spec(c);
+    spec.decoder = true;  // every tensor of the model gets a gradient
+    auto tm = TrainableModel::load(k.dir / c["model"].get<std::string>(), spec);
+    const auto batch = samples(c, c["examples"], k.dir);
+    auto grads = [&](size_t bytes) {
+        tm->set_activation_memory(bytes);
+        const double loss = batch_grads(*tm, batch);
+        std::vector<std::vector<float>> g;
+        for (size_t i = 0; i < tm->params().size(); ++i) g.push_back(tm->params()[i].grad);
+        return std::make_pair(loss, g);
+    };
+    const auto [loss0, g0] = grads(0);
+    // one block's internals of the longer example (decoder.cpp's DecoderBlockActs, tmp excluded)
+    const auto& hp = tm->decoder().hparams();
+    int64_t T = 0;
+    for (const auto& s : batch) T = std::max(T, tm->sequence_length(s));
+    const int64_t qkv_w = hp.q_dim() + 2 * hp.kv_dim();
+    const size_t one_block = sizeof(float) * (size_t)(T * (3 * hp.n_embd + qkv_w + hp.q_dim() + 3 * hp.n_ff) + hp.n_head * T);
+    ASSERT_GE(hp.n_layer, 2);
+    for (size_t bytes : {one_block, SIZE_MAX}) {
+        const auto [loss1, g1] = grads(bytes);
+        EXPECT_EQ(loss0, loss1);
+        for (size_t i = 0; i < g0.size(); ++i)
+            EXPECT_EQ(0, std::memcmp(g0[i].data(), g1[i].data(), g0[i].size() * sizeof(float)))
+                << tm->params()[i].name << " with " << bytes << " bytes of kept activations";
+    }
+}
+
 TEST_P(TrainModel, TwentyAdamWStepsFollowTorchsTrajectory) {
     const Case k = load_case(GetParam());
     const json& c = k.c;
