@@ -141,13 +141,30 @@ httplib::Server::Handler HttpServer::Impl::wrap(bool needs_auth, Handler h) {
 }
 
 std::string HttpServer::Impl::route_of(const httplib::Request& req) {
-    static const std::regex preview("^/v1/uploads/[^/]+/preview\\.png$"), one("^/v1/consultations/[^/]+$");
-    for (const char* r : {"/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/uploads",
-                          "/v1/feedback", "/v1/consultations", "/v1/images/generations"})
+    // The metrics' route label: a fixed set, ids replaced by {id} (bounded cardinality; no ids,
+    // UIDs or PACS names in the metrics).
+    static const char* const exact[] = {"/", "/health", "/metrics", "/v1/me", "/v1/models", "/v1/chat/completions",
+                                        "/v1/uploads", "/v1/uploads/from-pacs", "/v1/feedback", "/v1/consultations",
+                                        "/v1/images/generations", "/v1/physicians", "/v1/pacs", "/v1/review/candidates",
+                                        "/v1/admin/updates", "/v1/admin/plugins", "/v1/admin/plugins/rollback"};
+    for (const char* r : exact)
         if (req.path == r) return r;
-    if (std::regex_match(req.path, preview)) return "/v1/uploads/{id}/preview.png";
-    if (std::regex_match(req.path, one)) return "/v1/consultations/{id}";
-    return "other";
+    static const std::pair<std::regex, const char*> shapes[] = {
+        {std::regex("^/v1/uploads/[^/]+/preview\\.png$"), "/v1/uploads/{id}/preview.png"},
+        {std::regex("^/v1/consultations/[^/]+$"), "/v1/consultations/{id}"},
+        {std::regex("^/v1/consultations/[^/]+/shares$"), "/v1/consultations/{id}/shares"},
+        {std::regex("^/v1/answers/[^/]+/feedback$"), "/v1/answers/{id}/feedback"},
+        {std::regex("^/v1/review/candidates/[^/]+/(approve|reject)$"), "/v1/review/candidates/{id}/{action}"},
+        {std::regex("^/v1/admin/updates/[^/]+$"), "/v1/admin/updates/{id}"},
+        {std::regex("^/v1/admin/updates/[^/]+/cancel$"), "/v1/admin/updates/{id}/cancel"},
+        {std::regex("^/v1/admin/plugins/[^/]+/promote$"), "/v1/admin/plugins/{id}/promote"},
+        {std::regex("^/v1/pacs/[^/]+/studies$"), "/v1/pacs/{name}/studies"},
+        {std::regex("^/v1/pacs/[^/]+/studies/[^/]+/series$"), "/v1/pacs/{name}/studies/{uid}/series"},
+        {std::regex("^/v1/pacs/[^/]+/results$"), "/v1/pacs/{name}/results"},
+    };
+    for (const auto& [re, label] : shapes)
+        if (std::regex_match(req.path, re)) return label;
+    return "other";  // the web page's static files and unknown paths
 }
 
 void HttpServer::Impl::routes() {

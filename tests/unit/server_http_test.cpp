@@ -242,6 +242,29 @@ TEST(ServerHttp, MultiTurnIsTheConversationAskBuilds) {
     EXPECT_EQ(json::parse(r->body)["choices"][0]["message"]["content"].get<std::string>(), a2 + kReminder);
 }
 
+// The metrics' route labels: every route group's paths by their shape, never an id, UID or name.
+TEST(ServerHttp, MetricsLabelRoutesByShapeWithoutIds) {
+    Fixture f;
+    for (const char* path : {"/v1/physicians", "/v1/me", "/v1/consultations/12345", "/v1/answers/987/feedback",
+                             "/v1/admin/updates/4242", "/v1/pacs/hospital-pacs/studies"})
+        f.get(path, f.admin);
+    const char* const labels[] = {"/v1/physicians", "/v1/me", "/v1/consultations/{id}", "/v1/answers/{id}/feedback",
+                                  "/v1/admin/updates/{id}", "/v1/pacs/{name}/studies"};
+    // a request is counted by the server's logger, after its response was sent: wait for them all
+    std::string m;
+    for (int tries = 0; tries < 100; ++tries) {
+        m = f.get("/metrics", f.admin)->body;
+        if (std::all_of(std::begin(labels), std::end(labels), [&](const char* l) {
+                return m.find(std::string("route=\"") + l + "\"") != std::string::npos;
+            }))
+            break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    for (const char* label : labels)
+        EXPECT_NE(m.find(std::string("route=\"") + label + "\""), std::string::npos) << label << "\n" << m;
+    for (const char* leak : {"12345", "987", "4242", "hospital-pacs"}) EXPECT_EQ(m.find(leak), std::string::npos) << leak;
+}
+
 TEST(ServerHttp, AuthOnEveryRouteButHealth) {
     Fixture f;
     EXPECT_EQ(f.get("/health", "")->status, 200);
