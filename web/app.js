@@ -14,6 +14,10 @@ const state = {
   key: "", me: null,
   // physician
   consultationId: null, uploads: [], upload: null, previewUrl: "", answerId: null, answerText: "",
+  // stack: the single-frame uploads of one PACS series, scrolled with the slice control
+  stack: null,
+  // PACS browser: the endpoint names, the chosen study and series
+  pacs: { names: [], study: null, series: null },
   // patient
   chat: { consultationId: null, turns: [] },  // turns: {question, uploadIds, answer}
   sharePick: null,     // the physician chosen in "Share with a physician", awaiting confirmation
@@ -184,6 +188,7 @@ async function openPhysician() {
   if (!sel.options.length) sel.add(new Option("base model (no plugin)", ""));
   await loadPhysicians();
   await loadPhysicianConsultations();
+  await loadPacs();
 }
 
 function consultationButton(c, current, onPick) {
@@ -215,6 +220,7 @@ async function loadPhysicianConsultations() {
 async function selectConsultation(id, { keepImage = false } = {}) {
   const v = await getJson("/v1/consultations/" + id);
   keepImage = keepImage && id === state.consultationId && state.upload;
+  if (id !== state.consultationId) state.answerId = null;  // "Send result to PACS" is about this consultation's answer
   state.consultationId = id;
   for (const b of $("phys-consultations").querySelectorAll("button"))
     b.setAttribute("aria-current", String(Number(b.dataset.id) === id));
@@ -295,16 +301,44 @@ function renderUploads() {
   if (state.upload) sel.value = String(state.upload.id);
 }
 
+// The single-frame uploads of u's PACS series (one upload per instance), in import order; null
+// when u is not part of such a series. The slice control then steps through them.
+function seriesStack(u) {
+  const im = u.image || {};
+  if (!im.series_uid || (im.frames || 1) > 1) return null;
+  const stack = state.uploads.filter((x) => x.image && x.image.series_uid === im.series_uid &&
+                                            x.image.pacs === im.pacs && (x.image.frames || 1) === 1);
+  return stack.length > 1 ? stack : null;
+}
+
 async function setUpload(u) {
   state.upload = u;
+  state.stack = seriesStack(u);
   $("phys-uploads").value = String(u.id);
   const frames = (u.image && u.image.frames) || 1;
   const slider = $("slice");
-  slider.max = String(frames - 1);
-  slider.value = String(Math.floor(frames / 2));  // the server's default: the middle slice
-  slider.disabled = frames <= 1;
+  if (state.stack) {
+    slider.max = String(state.stack.length - 1);
+    slider.value = String(state.stack.indexOf(u));
+    slider.disabled = false;
+  } else {
+    slider.max = String(frames - 1);
+    slider.value = String(Math.floor(frames / 2));  // the server's default: the middle slice
+    slider.disabled = frames <= 1;
+  }
   $("generated-figure").hidden = true;
+  showPacsSend();
   await refreshPreview();
+}
+
+// In a series stack the slider picks the instance (its upload), not a frame within one.
+function stackStep() {
+  if (!state.stack) return;
+  const u = state.stack[Number($("slice").value)];
+  if (u && u !== state.upload) {
+    state.upload = u;
+    $("phys-uploads").value = String(u.id);
+  }
 }
 
 function windowValue() {
@@ -314,7 +348,7 @@ function windowValue() {
 }
 function sliceValue() {
   const s = $("slice");
-  return s.disabled ? null : Number(s.value);
+  return s.disabled || state.stack ? null : Number(s.value);
 }
 function imageOptions() {
   const o = {};
@@ -331,8 +365,10 @@ function imageOptions() {
 let previewRunning = false, previewAgain = false;
 async function refreshPreview() {
   if (!state.upload) return;
+  stackStep();
   const s = sliceValue(), frames = (state.upload.image && state.upload.image.frames) || 1;
-  $("slice-label").textContent = s === null ? "(one image)" : `${s + 1} of ${frames}`;
+  $("slice-label").textContent = state.stack ? `${Number($("slice").value) + 1} of ${state.stack.length} (series)`
+                               : s === null ? "(one image)" : `${s + 1} of ${frames}`;
   if (previewRunning) { previewAgain = true; return; }
   previewRunning = true;
   const img = $("preview");
@@ -362,10 +398,13 @@ async function loadPreview(img) {
   img.src = state.previewUrl;
   const desc = `${u.filename}: ${(u.image && u.image.modality) || ""} ${(u.image && u.image.kind) || ""}, window ${o.window || "auto"}` +
                (s === null ? "" : `, slice ${s + 1} of ${frames}`);
-  img.alt = "Preview of " + desc;
-  $("preview-caption").textContent = desc;
+  const n = state.stack ? state.stack.indexOf(u) : -1;
+  const full = n >= 0 ? `${desc}, image ${n + 1} of ${state.stack.length} of the series` : desc;
+  img.alt = "Preview of " + full;
+  $("preview-caption").textContent = full;
   img.dataset.window = o.window || "auto";
-  img.dataset.slice = s === null ? "" : String(s);
+  img.dataset.slice = s === null ? (n >= 0 ? String(n) : "") : String(s);
+  img.dataset.uploadId = String(u.id);
 }
 
 function stepSlice(delta) {
@@ -391,6 +430,8 @@ async function physicianUpload() {
 
 async function physicianAsk() {
   if (state.busy) return;
+  state.answerId = null;
+  setStatus("pacs-send-status", "");
   const question = $("question").value.trim();
   if (!question) throw new Error("Write a question first.");
   if (!state.consultationId) throw new Error("Choose a consultation first.");
@@ -430,6 +471,7 @@ async function physicianAsk() {
     setStatus("answer-status", `Answer complete (${chunks} parts, ${ids.finish_reason === "length" ? "cut at the length limit" : "finished"}).`);
     box.dataset.answerId = ids.answer_id == null ? "" : String(ids.answer_id);
     $("correct-button").hidden = ids.answer_id == null;
+    showPacsSend();
     await selectConsultation(state.consultationId, { keepImage: true }).catch(() => {});  // the history now holds it
   } finally {
     box.removeAttribute("aria-busy");
@@ -522,6 +564,142 @@ async function generate() {
   } finally {
     prog.hidden = true;
     $("gen-button").disabled = false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PACS browser (GET /v1/pacs, QIDO-RS searches through the server, POST /v1/uploads/from-pacs,
+// POST /v1/pacs/{name}/results). The server knows the PACS addresses and credentials; the page
+// only ever sees the names.
+
+async function loadPacs() {
+  let names = [];
+  try { names = (await getJson("/v1/pacs")).data.map((p) => p.name); }
+  catch (e) { if (e.status !== 403 && e.status !== 404) throw e; }
+  state.pacs = { names, study: null, series: null };
+  $("pacs-box").hidden = !names.length;
+  const sel = $("pacs-name");
+  sel.textContent = "";
+  for (const n of names) sel.add(new Option(n, n));
+}
+
+function pacsButton(text, onPick, dataset) {
+  const li = document.createElement("li");
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = text;
+  Object.assign(b.dataset, dataset);
+  b.addEventListener("click", guarded(async () => {
+    for (const o of li.parentElement.querySelectorAll("button")) o.setAttribute("aria-current", String(o === b));
+    await onPick();
+  }));
+  li.append(b);
+  return li;
+}
+
+function dicomDate(d) { return /^\d{8}$/.test(d || "") ? `${d.slice(0, 4)}-${d.slice(4, 6)}-${d.slice(6)}` : (d || "no date"); }
+
+async function pacsSearch() {
+  const name = $("pacs-name").value;
+  if (!name) throw new Error("No PACS is configured.");
+  const q = new URLSearchParams();
+  const fields = { PatientID: "pacs-patient", AccessionNumber: "pacs-accession", Modality: "pacs-modality", StudyDate: "pacs-date" };
+  for (const [k, id] of Object.entries(fields)) {
+    const v = $(id).value.trim();
+    if (v) q.set(k, k === "Modality" ? v.toUpperCase() : v);
+  }
+  if (!q.toString()) throw new Error("Give at least one of patient ID, accession number, modality or study date.");
+  q.set("limit", "50");
+  state.pacs.study = state.pacs.series = null;
+  $("pacs-series-box").hidden = true;
+  setStatus("pacs-status", `Searching ${name}…`);
+  $("pacs-search-button").disabled = true;
+  let list;
+  try { list = await getJson(`/v1/pacs/${encodeURIComponent(name)}/studies?${q}`); }
+  catch (e) { setStatus("pacs-status", `Search failed: ${e.message}`); throw e; }
+  finally { $("pacs-search-button").disabled = false; }
+  const ul = $("pacs-studies");
+  ul.textContent = "";
+  for (const s of list.data) {
+    const label = `${s.patient_name || "(no name)"} · ${s.patient_id} · ${dicomDate(s.study_date)} · ${(s.modalities || []).join("/")}` +
+                  ` · ${s.description || "(no description)"} · ${s.series} series, ${s.instances} images`;
+    ul.append(pacsButton(label, () => pickStudy(name, s), { studyUid: s.study_uid }));
+  }
+  $("pacs-studies-box").hidden = !list.data.length;
+  setStatus("pacs-status", list.data.length ? `${list.data.length} stud${list.data.length === 1 ? "y" : "ies"} found in ${name}.`
+                                            : `No study in ${name} matches.`);
+}
+
+async function pickStudy(name, s) {
+  state.pacs.study = s;
+  state.pacs.series = null;
+  $("pacs-import").disabled = true;
+  setStatus("pacs-status", "Reading the series of the study…");
+  const list = await getJson(`/v1/pacs/${encodeURIComponent(name)}/studies/${encodeURIComponent(s.study_uid)}/series`);
+  const ul = $("pacs-series");
+  ul.textContent = "";
+  for (const se of list.data) {
+    const label = `${se.modality} · series ${se.series_number || "?"} · ${se.description || "(no description)"} · ${se.instances} image(s)`;
+    ul.append(pacsButton(label, () => pickSeries(se), { seriesUid: se.series_uid, modality: se.modality }));
+  }
+  $("pacs-series-box").hidden = false;
+  setStatus("pacs-status", `${list.data.length} series in the study of ${s.patient_id}. Choose one to import.`);
+}
+
+function pickSeries(se) {
+  state.pacs.series = se;
+  $("pacs-import").disabled = false;
+  setStatus("pacs-status", `Series ${se.series_number || ""} (${se.modality}, ${se.instances} image(s)) chosen.` +
+            (state.consultationId ? "" : " Choose a consultation to import it into."));
+}
+
+async function pacsImport() {
+  const name = $("pacs-name").value, s = state.pacs.study, se = state.pacs.series;
+  if (!s || !se) throw new Error("Choose a study and a series first.");
+  if (!state.consultationId) throw new Error("Choose a consultation first: the series is imported into it.");
+  setStatus("pacs-status", `Importing ${se.instances} image(s) from ${name}…`);
+  $("pacs-import").disabled = true;
+  let r;
+  try {
+    r = await (await api("/v1/uploads/from-pacs", { method: "POST",
+      json: { pacs: name, study_uid: s.study_uid, series_uid: se.series_uid, consultation_id: state.consultationId } })).json();
+  } catch (e) { setStatus("pacs-status", `Import failed: ${e.message}`); throw e; }
+  finally { $("pacs-import").disabled = false; }
+  for (const u of r.data) if (!state.uploads.some((x) => x.id === u.id)) state.uploads.push(u);
+  renderUploads();
+  setStatus("pacs-status", `Imported ${r.data.length} image(s) of the ${se.modality} series into consultation #${state.consultationId}.`);
+  if (r.data.length) await setUpload(r.data[Math.floor(r.data.length / 2)]);  // the middle image, as for a volume
+  $("preview").focus();
+}
+
+// "Send result to PACS": offered after an answer about an image that came from a PACS.
+function showPacsSend() {
+  const im = (state.upload && state.upload.image) || {};
+  const ok = !!(state.answerId != null && im.pacs && im.study_uid && im.series_uid && state.pacs.names.includes(im.pacs));
+  $("pacs-send-box").hidden = !ok;
+  if (ok) $("pacs-send").textContent = `Send result to PACS (${im.pacs})`;
+}
+
+async function pacsSend() {
+  const im = (state.upload && state.upload.image) || {};
+  if (state.answerId == null || !im.pacs) throw new Error("Ask about an image from the PACS first.");
+  const el = $("pacs-send-status");
+  el.className = "status";
+  setStatus("pacs-send-status", `Sending answer #${state.answerId} to ${im.pacs}…`);
+  $("pacs-send").disabled = true;
+  try {
+    const r = await (await api(`/v1/pacs/${encodeURIComponent(im.pacs)}/results`, { method: "POST",
+      json: { consultation_id: state.consultationId, answer_id: state.answerId, study_uid: im.study_uid, series_uid: im.series_uid } })).json();
+    el.className = "status pacs-send-ok";
+    el.dataset.srSeriesUid = r.sr_series_uid;
+    setStatus("pacs-send-status", `Sent: answer #${state.answerId} is in ${im.pacs} as a report (SR) in a new series of the study ` +
+              `(series ${r.sr_series_uid}).`);
+  } catch (e) {
+    if (e.status === 401) throw e;
+    el.className = "status pacs-send-fail";
+    setStatus("pacs-send-status", `Not sent to ${im.pacs}: ${e.message}`);
+  } finally {
+    $("pacs-send").disabled = false;
   }
 }
 
@@ -740,6 +918,9 @@ document.addEventListener("DOMContentLoaded", () => {
   $("cancel-correction").addEventListener("click", cancelCorrection);
   $("correct-form").addEventListener("submit", guarded(saveCorrection));
   $("gen-form").addEventListener("submit", guarded(generate));
+  $("pacs-search-form").addEventListener("submit", guarded(pacsSearch));
+  $("pacs-import").addEventListener("click", guarded(pacsImport));
+  $("pacs-send").addEventListener("click", guarded(pacsSend));
 
   $("pat-new").addEventListener("click", () => { newChat(); loadPatientConsultations().catch(showError); $("chat-input").focus(); });
   $("chat-form").addEventListener("submit", guarded(patientSend));

@@ -7,9 +7,12 @@
 //   POST /v1/uploads/from-pacs {"pacs","study_uid","series_uid","consultation_id"}
 //        the series retrieved by WADO-RS, every instance checked by the isolated decoder, then
 //        each stored as an upload of the consultation (physicians it is shared with)
-//   POST /v1/pacs/{name}/results {"consultation_id","answer_id","study_uid","series_uid"}
+//   POST /v1/pacs/{name}/results {"consultation_id","answer_id","study_uid","series_uid",
+//                                 "image_upload_ids": [generated uploads, optional]}
 //        a stored answer sent back into the study as a Basic Text SR (STOW-RS) referencing the
-//        series it is about (physicians the consultation is shared with)
+//        series it is about, and each generated image (made by /v1/images/generations from an
+//        upload of that series) as a Secondary Capture in a new series of the study, in the same
+//        STOW-RS request (physicians the consultation is shared with)
 //
 // Every call is audited (pacs.search / pacs.retrieve, allowed or refused); the audit text and the
 // log name the PACS by its name, never its credentials. A PACS failure is a 502 (504 for a
@@ -208,6 +211,43 @@ void HttpServer::Impl::routes_pacs() {
                   std::string question;
                   for (const auto& m : v.messages)
                       if (m.id == answer->question_id) question = m.text;
+                  // Generated images of this consultation, each made from an upload of the series
+                  // the result is about; decoded now, so nothing is sent if one cannot be read.
+                  std::vector<imaging::RgbImage> images;
+                  std::vector<std::string> descriptions;
+                  if (body.contains("image_upload_ids")) {
+                      if (!body["image_upload_ids"].is_array() || body["image_upload_ids"].size() > 16)
+                          bad_request("results: 'image_upload_ids' must be an array of at most 16 upload ids");
+                      for (const json& idj : body["image_upload_ids"]) {
+                          if (!idj.is_number_integer()) bad_request("results: 'image_upload_ids' must hold integers");
+                          const int64_t uid = idj.get<int64_t>();
+                          const service::Upload* up = nullptr;
+                          for (const auto& u : v.uploads)
+                              if (u.id == uid) up = &u;
+                          if (!up) bad_request("results: upload " + std::to_string(uid) + " is not in consultation " + std::to_string(cid));
+                          const json meta = json::parse(up->metadata_json, nullptr, false);
+                          const json* gen = meta.is_object() && meta.contains("generated") ? &meta["generated"] : nullptr;
+                          if (!gen || !gen->contains("from_upload_id") || !(*gen)["from_upload_id"].is_number_integer())
+                              bad_request("results: upload " + std::to_string(uid) + " is not a generated image (/v1/images/generations)");
+                          const int64_t src_id = (*gen)["from_upload_id"].get<int64_t>();
+                          std::string src_series;
+                          for (const auto& u : v.uploads)
+                              if (u.id == src_id) {
+                                  const json sm = json::parse(u.metadata_json, nullptr, false);
+                                  if (sm.is_object() && sm.contains("series_uid") && sm["series_uid"].is_string())
+                                      src_series = sm["series_uid"].get<std::string>();
+                              }
+                          if (src_series != series)
+                              bad_request("results: upload " + std::to_string(uid) + " was not generated from an image of series " + series);
+                          imaging::ImageOptions io;
+                          io.limits = opt.image_limits;
+                          const imaging::LoadResult lr = load_image_file(opt.data_dir / up->path, io, "upload " + std::to_string(uid));
+                          if (lr.images.empty()) bad_request("results: upload " + std::to_string(uid) + " holds no image");
+                          images.push_back(lr.images[0].image);
+                          descriptions.push_back(gen->value("task", std::string("generated")) + " of upload " +
+                                                 std::to_string(src_id) + " by HealthGPT (not a diagnosis)");
+                      }
+                  }
                   pacs::ResultContext ctx;
                   ctx.model_name = answer->model;
                   ctx.plugin_sha256 = answer->plugin_sha256;
@@ -221,7 +261,7 @@ void HttpServer::Impl::routes_pacs() {
                       ctx.source_instances = c.all_instances(study, series);
                       if (ctx.source_instances.empty())
                           throw pacs::PacsError(pacs::PacsError::Kind::NotFound, 0, "PACS '" + name + "': series " + series + " has no instances");
-                      sent = pacs::send_results(c, ctx, question, answer->text, {}, {});
+                      sent = pacs::send_results(c, ctx, question, answer->text, images, descriptions);
                   } catch (const pacs::PacsError& e) {
                       std::fprintf(stderr, "serve: results: PACS '%s': %s\n", name.c_str(), e.what());
                       pacs_failure(e);
@@ -230,11 +270,13 @@ void HttpServer::Impl::routes_pacs() {
                   }
                   store.transaction([&](service::Db& db) {
                       service::audit_append(db, *p, "pacs.store", "pacs:" + name, true,
-                                            "answer:" + std::to_string(aid) + " as SR " + sent.sr_sop_uid + " in study " + study);
+                                            "answer:" + std::to_string(aid) + " as SR " + sent.sr_sop_uid + " and " +
+                                                std::to_string(sent.sc_sop_uids.size()) + " SC(s) in study " + study);
                   });
                   res.status = 201;
                   res.set_content(dump({{"object", "pacs.result"}, {"study_uid", study}, {"sr_series_uid", sent.sr_series_uid},
-                                        {"sr_sop_instance_uid", sent.sr_sop_uid}}),
+                                        {"sr_sop_instance_uid", sent.sr_sop_uid}, {"sc_series_uid", sent.sc_series_uid},
+                                        {"sc_sop_instance_uids", sent.sc_sop_uids}}),
                                   "application/json");
               }));
 

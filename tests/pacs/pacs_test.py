@@ -360,6 +360,17 @@ try:
     check(r.returncode == 1 and "chmod 600" in r.stderr and "inline-secret-55" not in r.stderr + r.stdout,
           "serve --pacs-config refuses an inline password others can read, without printing it: " + r.stderr.strip()[-160:])
 
+    # --- 2b. the web page's PACS panel in a headless Chromium (tests/pacs/pacs_page_test.py) -----
+    r, took = run([sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "pacs_page_test.py"),
+                   "--healthgpt", args.healthgpt, "--model", model, "--workdir", os.path.join(work, "page"),
+                   "--dicomweb", url_a, "--orthanc-port", str(port_a), "--patient", env["HG_PACS_CT_PATIENT"],
+                   "--study", env["HG_PACS_CT_STUDY"], "--series", env["HG_PACS_CT_SERIES"], "--deadline-s", "60"], timeout=90)
+    print(r.stdout[-3000:] + r.stderr[-1500:])
+    if r.returncode == SKIP:
+        print("note: the PACS page test was skipped: " + r.stdout.strip()[-200:])
+    else:
+        check(r.returncode == 0, f"the page's PACS panel: search, import, scroll, ask, send the SR; Orthanc has it ({took:.1f} s)")
+
     # --- 3. the CLI's faults -----------------------------------------------------------------
     n_a = len(rest(port_a, "/instances"))
     bad_pw = os.path.join(work, "wrong.password")
