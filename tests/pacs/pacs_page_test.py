@@ -7,7 +7,8 @@ loaded by tests/pacs/pacs_test.py, which runs this script and passes the Orthanc
 
 A patient's consultation is shared with a physician through the API; the physician signs in on the
 page, searches the PACS by patient ID, picks the study and its CT series, imports it into the
-consultation, scrolls its slices (the preview changes), asks, watches the answer stream, sends the
+consultation, scrolls its slices (the preview shows each instance's upload in turn; the three
+CT slices the driver loads are copies of one image, so their pixels are the same), asks, watches the answer stream, sends the
 result to the PACS, and Orthanc's own REST API then shows the new SR series in the study, holding
 one Basic Text SR. Screenshots (desktop, phone) under WORKDIR/screenshots. Exit 77 only when
 Chromium, chromedriver or selenium is missing; 1 on any failure. Bounded by --deadline-s.
