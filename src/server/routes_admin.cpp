@@ -107,14 +107,25 @@ void HttpServer::Impl::routes_admin() {
     // --- admins: update jobs ---
     http.Post("/v1/admin/updates", wrap(true, [this](const httplib::Request& req, httplib::Response& res, const Principal* p) {
                   const json b = body_object(req);
-                  int64_t steps = 0;
+                  update::UpdateManager::Overrides over;
                   if (b.contains("max_steps")) {
                       if (!b["max_steps"].is_number_integer() || b["max_steps"].get<int64_t>() < 1 ||
                           b["max_steps"].get<int64_t>() > 100000)
                           bad_request("max_steps: an integer 1..100000");
-                      steps = b["max_steps"].get<int64_t>();
+                      over.max_steps = b["max_steps"].get<int64_t>();
                   }
-                  const int64_t id = updates->start(*p, steps);
+                  if (b.contains("vqa_rad_limit")) {
+                      if (!b["vqa_rad_limit"].is_number_integer() || b["vqa_rad_limit"].get<int64_t>() < 1 ||
+                          b["vqa_rad_limit"].get<int64_t>() > 100000)
+                          bad_request("vqa_rad_limit: an integer 1..100000");
+                      over.vqa_rad_limit = size_t(b["vqa_rad_limit"].get<int64_t>());
+                  }
+                  if (b.contains("lr")) {
+                      if (!b["lr"].is_number() || !(b["lr"].get<double>() > 0) || b["lr"].get<double>() > 1)
+                          bad_request("lr: a number in (0, 1]");
+                      over.lr = b["lr"].get<double>();
+                  }
+                  const int64_t id = updates->start(*p, over);
                   res.status = 202;
                   res.set_content(dump({{"id", id}, {"status", "queued"}}), "application/json");
               }));
