@@ -1,6 +1,7 @@
 #include "update/update_job.h"
 
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <fcntl.h>
@@ -9,6 +10,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <numeric>
@@ -235,11 +237,15 @@ void UpdateJob::train_child(const fs::path& dir, const fs::path& data, const fs:
     const int fd = ::open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     HG_CHECK(fd >= 0, "update: %s: %s", err_file.c_str(), std::strerror(errno));
     const int nice_value = opt_.nice;
+    const pid_t parent = ::getpid();
     const pid_t pid = ::fork();
     if (pid < 0) ::close(fd);
     HG_CHECK(pid >= 0, "update: fork failed: %s", std::strerror(errno));
     if (pid == 0) {
-        // The child: lower priority, its output to a file, then the trainer.
+        // The child: killed with the server (a SIGKILLed server must not leave a trainer running
+        // on, writing into the job folder), lower priority, its output to a file, then the trainer.
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (::getppid() != parent) ::_exit(126);  // the server died before prctl took effect
         ::setpriority(PRIO_PROCESS, 0, nice_value);
         ::dup2(fd, 1);
         ::dup2(fd, 2);
@@ -471,7 +477,25 @@ void UpdateJob::run() {
 // ---------------------------------------------------------------------------------------------
 // The manager
 
-int64_t UpdateManager::start(const Principal& p, int64_t max_steps) {
+UpdateManager::UpdateManager(Store& store, UpdateOptions defaults) : store_(store), defaults_(std::move(defaults)) {
+    // A server killed during a job leaves that job's folder unregistered, possibly with a temp file
+    // of an atomic write in it (the trainer's candidate.gguf.tmp-XXXXXX). No row names such a file,
+    // so it is removed here; the folder stays as the record of the unfinished job.
+    const fs::path updates = store_.data_dir() / "updates";
+    std::error_code ec;
+    if (!fs::is_directory(updates, ec)) return;
+    std::vector<fs::path> leftovers;
+    for (auto it = fs::recursive_directory_iterator(updates, ec); !ec && it != fs::recursive_directory_iterator();
+         it.increment(ec))
+        if (it->is_regular_file(ec) && it->path().filename().string().find(".tmp-") != std::string::npos)
+            leftovers.push_back(it->path());
+    for (const fs::path& f : leftovers) {
+        std::fprintf(stderr, "update: removing %s, left by an interrupted job\n", f.c_str());
+        fs::remove(f, ec);
+    }
+}
+
+int64_t UpdateManager::start(const Principal& p, Overrides over) {
     std::lock_guard<std::mutex> l(mu_);
     const int64_t id = next_id_;
     service::guarded(store_, p, "updates.start", "plugin:" + defaults_.plugin, [&](Db&) { return p.role == Role::admin; },
@@ -484,7 +508,12 @@ int64_t UpdateManager::start(const Principal& p, int64_t max_steps) {
                          detail = "job " + std::to_string(id);
                      });
     UpdateOptions o = defaults_;
-    if (max_steps > 0) o.max_steps = max_steps;
+    if (over.max_steps > 0) o.max_steps = over.max_steps;
+    if (over.vqa_rad_limit > 0) o.gate.vqa_rad_limit = over.vqa_rad_limit;
+    if (over.lr > 0) {
+        o.projector_lr = o.projector_lr * over.lr / o.lr;
+        o.lr = over.lr;
+    }
     auto job = std::make_unique<UpdateJob>(store_, p, o, id, VersionRegistry(store_).promoted(o.plugin));
     job->start();
     jobs_[id] = std::move(job);

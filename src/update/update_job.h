@@ -113,10 +113,17 @@ private:
 // The jobs of one server: admins start and read them (updates.start, updates.read, audited).
 class UpdateManager {
 public:
-    UpdateManager(Store& store, UpdateOptions defaults) : store_(store), defaults_(std::move(defaults)) {}
-    // Starts a job with the defaults, `max_steps` overridden when > 0. One job at a time: BadInput
-    // while one runs.
-    int64_t start(const Principal& p, int64_t max_steps = 0);
+    // Removes temp files that a job killed with its server left in DATA_DIR/updates/.
+    UpdateManager(Store& store, UpdateOptions defaults);
+    // What one job may change from the defaults (0: keep the default).
+    struct Overrides {
+        int64_t max_steps = 0;
+        size_t vqa_rad_limit = 0;  // the first N VQA-RAD test questions of the forgetting guard
+        double lr = 0;             // H-LoRA learning rate (the projector's scales with it)
+    };
+    // Starts a job with the defaults and `o`. One job at a time: BadInput while one runs.
+    int64_t start(const Principal& p, Overrides o);
+    int64_t start(const Principal& p, int64_t max_steps = 0) { return start(p, Overrides{max_steps, 0, 0}); }
     JobState get(const Principal& p, int64_t id);
     void cancel(const Principal& p, int64_t id);
     UpdateOptions& defaults() { return defaults_; }
