@@ -177,6 +177,26 @@ TEST(PacsServer, PhysicianPullsASeriesAndAsksAboutIt) {
     EXPECT_EQ(srs[0].sop_instance_uid, json::parse(r->body)["sr_sop_instance_uid"]);
     EXPECT_EQ(srs[0].sop_class_uid, "1.2.840.10008.5.1.4.1.1.88.11");
     EXPECT_EQ(f.count("SELECT count(*) FROM audit_log WHERE action = 'pacs.store' AND allowed = 1"), 1);
+
+    // a generated image (ct2mri of a pulled slice) back beside the SR, as a Secondary Capture in a
+    // new series of the same study; an upload that was not generated from this series is refused
+    r = f.post("/v1/images/generations", {{"task", "ct2mri"}, {"upload_id", ups[1]["id"]}}, f.physician);
+    ASSERT_EQ(r->status, 200) << r->body;
+    const int64_t gen_id = json::parse(r->body)["data"][0]["upload_id"];
+    json with_sc = back;
+    with_sc["image_upload_ids"] = {ups[1]["id"]};  // the source itself: not a generated image
+    EXPECT_EQ(f.post("/v1/pacs/orthanc/results", with_sc, f.physician)->status, 400);
+    with_sc["image_upload_ids"] = {gen_id};
+    r = f.post("/v1/pacs/orthanc/results", with_sc, f.physician);
+    ASSERT_EQ(r->status, 201) << r->body;
+    const json sent = json::parse(r->body);
+    ASSERT_EQ(sent["sc_sop_instance_uids"].size(), 1u) << r->body;
+    const auto scs = pacs.all_instances(env("HG_PACS_CT_STUDY"), sent["sc_series_uid"].get<std::string>());
+    ASSERT_EQ(scs.size(), 1u);
+    EXPECT_EQ(scs[0].sop_instance_uid, sent["sc_sop_instance_uids"][0]);
+    EXPECT_EQ(scs[0].sop_class_uid, "1.2.840.10008.5.1.4.1.1.7");  // Secondary Capture Image Storage
+    EXPECT_NE(sent["sc_series_uid"], sent["sr_series_uid"]);
+    EXPECT_EQ(f.count("SELECT count(*) FROM audit_log WHERE action = 'pacs.store' AND allowed = 1"), 2);
 }
 
 TEST(PacsServer, OtherRolesUnknownNamesAndBadInputAreRefusedStoringNothing) {
