@@ -47,6 +47,7 @@ def main():
     ap.add_argument("--scan", type=int, default=200, help="training items asked at most to find them")
     ap.add_argument("--steps", type=int, default=150, help="update job: optimiser steps")
     ap.add_argument("--lr", type=float, default=1e-3, help="update job: H-LoRA learning rate")
+    ap.add_argument("--replay-ratio", type=float, default=1.0, help="server: replayed VQA-RAD training examples per new one")
     ap.add_argument("--vqa-limit", type=int, default=60, help="update job: VQA-RAD test questions of the guard")
     ap.add_argument("--wrong", action="store_true", help="file deliberately wrong corrections: the gate must refuse")
     ap.add_argument("--seed", type=int, default=7)
@@ -94,6 +95,7 @@ def main():
     log = open(log_path, "w")
     srv = subprocess.Popen([a.healthgpt, "serve", "-m", a.model, "--data-dir", data, "--port", "0", "--parallel", "2",
                             "--queue", "16", "--vqa-rad", a.vqa_rad, "--replay-data", train_path,
+                            "--replay-ratio", str(a.replay_ratio),
                             "--update-steps", str(a.steps), "--quiet"], stdout=log, stderr=subprocess.STDOUT)
     port = None
     while port is None and time.time() - t_start < 60:
