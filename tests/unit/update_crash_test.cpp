@@ -247,29 +247,46 @@ TEST(UpdateCrash, KillNineDuringPromotion) {
     std::mt19937 rng(std::random_device{}());
     std::set<std::string> served;
     for (int round = 0; round < 5; ++round) {
-        std::string before, last_ok;
+        std::string before;
+        int last_swaps = 0;
         {
             Serve s(data, data / ("serve-promote-" + std::to_string(round) + ".log"), 10);
             ASSERT_GT(s.port, 0);
             before = check_consistent(s, data, k.admin, folder_sha);
             std::atomic<bool> stop{false};
+            std::atomic<int> swaps{0};
             std::thread admin([&] {
-                const char* steps[] = {"/v1/admin/plugins/1/promote", "/v1/admin/plugins/2/promote", "/v1/admin/plugins/rollback"};
+                // Both versions promoted once (v1 then retired), then swaps among v1, v2 and the
+                // folder's file by rollback {"to"}: every request is a real swap.
+                const std::pair<const char*, const char*> steps[] = {{"/v1/admin/plugins/rollback", R"({"to":1})"},
+                                                                     {"/v1/admin/plugins/rollback", R"({"to":2})"},
+                                                                     {"/v1/admin/plugins/rollback", R"({"to":0})"}};
+                if (round == 0)
+                    for (const char* p : {"/v1/admin/plugins/1/promote", "/v1/admin/plugins/2/promote"}) {
+                        auto r = s.call("POST", p, k.admin, "{}");
+                        if (!r) return;
+                        EXPECT_EQ(r->status, 200) << r->body;
+                        ++swaps;
+                    }
                 for (int i = 0; !stop; ++i) {
-                    auto r = s.call("POST", steps[i % 3], k.admin, "{}");
+                    auto r = s.call("POST", steps[i % 3].first, k.admin, steps[i % 3].second);
                     if (!r) break;  // killed
+                    if (r->status == 200) ++swaps;
                 }
             });
             std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(20, 400)(rng)));
             s.kill9();
             stop = true;
             admin.join();
+            last_swaps = swaps;
         }
         Serve s(data, data / ("serve-after-promote-" + std::to_string(round) + ".log"), 10);
         ASSERT_GT(s.port, 0);
         const std::string now = check_consistent(s, data, k.admin, folder_sha);
         EXPECT_TRUE(now == "com" || now == "com@v1" || now == "com@v2") << now;
         served.insert(now);
-        std::printf("round %d: serving %s before, %s after the kill and restart\n", round, before.c_str(), now.c_str());
+        EXPECT_GT(last_swaps, 0) << "the kill came before any swap";
+        std::printf("round %d: serving %s before, %d swaps, %s after the kill and restart\n", round, before.c_str(),
+                    last_swaps, now.c_str());
     }
 }
