@@ -46,8 +46,8 @@ def main():
     ap.add_argument("--cases", type=int, default=60, help="wrong answers to correct (one image and patient each)")
     ap.add_argument("--scan", type=int, default=200, help="training items asked at most to find them")
     ap.add_argument("--steps", type=int, default=150, help="update job: optimiser steps")
-    ap.add_argument("--lr", type=float, default=1e-3, help="update job: H-LoRA learning rate")
-    ap.add_argument("--replay-ratio", type=float, default=1.0, help="server: replayed VQA-RAD training examples per new one")
+    ap.add_argument("--lr", type=float, default=1e-4, help="update job: H-LoRA learning rate")
+    ap.add_argument("--replay-ratio", type=float, default=3.0, help="server: replayed VQA-RAD training examples per new one")
     ap.add_argument("--vqa-limit", type=int, default=60, help="update job: VQA-RAD test questions of the guard")
     ap.add_argument("--wrong", action="store_true", help="file deliberately wrong corrections: the gate must refuse")
     ap.add_argument("--seed", type=int, default=7)
@@ -176,6 +176,7 @@ def main():
                 st, _ = call("POST", f"/v1/review/candidates/{cand['id']}/approve", doctors[doctor_ids.index(cand['author_id'])])
                 print(f"author's own approval: HTTP {st} (expected 403)")
                 refused = st == 403
+            c["candidate"] = cand["id"]
             reviewer = doctors[(doctor_ids.index(cand["author_id"]) + 1) % 3]
             _, r = call("POST", f"/v1/review/candidates/{cand['id']}/approve", reviewer, {}, want=200)
             approved += r["status"] == "approved"
@@ -223,16 +224,20 @@ def main():
         # 5. The same cases again.
         _, ver = call("GET", f"/v1/admin/plugins", admin, want=200)
         v = next(x for x in ver["data"] if x["id"] == vid)
-        held = v["dataset"].get("held_out", [])
-        changed = now_right = 0
+        held = {r["id"] for r in v["dataset"].get("held_out", [])}
+        # Trained-on cases and held-out ones (never trained on: other patients, other images) apart.
+        count = {"trained": [0, 0, 0], "held out": [0, 0, 0]}  # cases, changed, now the corrected answer
         plugins_after = set()
         for c in cases:
             c["after"], _, plugin_after = ask(c)
             plugins_after.add(plugin_after)
-            changed += norm(c["after"]) != norm(c["before"])
-            now_right += norm(c["after"]) == c["target"]
-        print(f"re-asked {len(cases)} corrected cases on {sorted(plugins_after)}: {changed} answers changed, "
-              f"{now_right} are now the corrected answer (were 0); held-out records: {len(held)}")
+            k = "held out" if c.get("candidate") in held else "trained"
+            count[k][0] += 1
+            count[k][1] += norm(c["after"]) != norm(c["before"])
+            count[k][2] += norm(c["after"]) == c["target"]
+        print(f"re-asked the {len(cases)} corrected cases, served by {sorted(plugins_after)} (before: all wrong):")
+        for k, (n, ch, ok) in count.items():
+            print(f"  {k}: {n} cases, {ch} answers changed, {ok} now the corrected answer")
         rc = 0
     finally:
         srv.terminate()
