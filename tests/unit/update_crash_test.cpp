@@ -240,8 +240,11 @@ TEST(UpdateCrash, KillNineDuringPromotion) {
         hg::service::Store store(data);
         hg::update::VersionRegistry reg(store);
         const auto op = Principal::local_operator();
-        reg.add(op, {.plugin = "com", .path = "versions/com-101.gguf", .gate_passed = true});
-        reg.add(op, {.plugin = "com", .path = "versions/com-102.gguf", .gate_passed = true});
+        for (const char* path : {"versions/com-101.gguf", "versions/com-102.gguf"}) {
+            hg::update::NewVersion n;
+            n.plugin = "com", n.path = path, n.gate_passed = true;
+            reg.add(op, n);
+        }
     }
     const std::string folder_sha = hg::update::file_sha256(model_dir() / "plugins" / "com.gguf");
     std::mt19937 rng(std::random_device{}());

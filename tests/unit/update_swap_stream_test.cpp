@@ -86,7 +86,9 @@ TEST(UpdateSwapStream, PromoteAndRollbackUnder20StreamingClients) {
     std::vector<std::string> patients;
     for (int i = 0; i < kClients; ++i) patients.push_back(keys.add_key(op, "pat" + std::to_string(i), "patient").key);
     hg::update::VersionRegistry reg(store);
-    const auto v1 = reg.add(op, {.plugin = "com", .path = "versions/com-v1.gguf", .gate_passed = true});
+    hg::update::NewVersion n;
+    n.plugin = "com", n.path = "versions/com-v1.gguf", n.gate_passed = true;
+    const auto v1 = reg.add(op, n);
     const std::string old_sha = hg::update::file_sha256(model_dir / "plugins" / "com.gguf");
     const std::string new_sha = v1.sha256;
     ASSERT_NE(old_sha, new_sha);
