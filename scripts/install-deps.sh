@@ -10,6 +10,7 @@ PKGS=(
   libstb-dev libpng-dev zlib1g-dev libjpeg-dev libtiff-dev
   libpcre2-dev
   python3                    # scripts/run.sh reads the VQA-RAD item it asks healthgpt-nano
+  python3-venv               # scripts/test-python.sh: the openai client for tests/server (PyPI)
   libgdcm-dev
   libsqlite3-dev
   clang libclang-rt-14-dev   # scripts/fuzz.sh: libFuzzer targets (CI runs each briefly)

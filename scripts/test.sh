@@ -11,6 +11,10 @@ jobs=$(nproc)
 ./scripts/fetch-test-data.sh build/testdata || echo "test: could not fetch Debian test data; those tests will skip"
 export HG_TESTDATA="$PWD/build/testdata"
 
+# PyPI packages of the client-compatibility tests (the openai SDK) in a venv; without PyPI those skip.
+if py=$(./scripts/test-python.sh); then export HG_TEST_PYTHON="$py"
+else echo "test: could not set up build/py-test from PyPI; the openai client test will skip"; fi
+
 echo "== test suites (build/) =="
 ctest --test-dir build -j "$jobs" --output-on-failure --timeout 900
 
