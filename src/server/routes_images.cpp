@@ -33,14 +33,10 @@ namespace hg::server {
 namespace {
 
 // A generation job's exchange with its HTTP thread.
-struct ImageExchange {
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
+struct ImageExchange : JobExchange {
     std::optional<GeneratedImage> image;
-    std::string error;                  // the job failed: why
     std::atomic<int64_t> done_indices{0}, total_indices{0};
-    std::atomic<bool> cancel{false};    // client gone or timed out: stops at the next index
+    bool has_result() const override { return image.has_value(); }
 };
 
 }  // namespace
@@ -126,11 +122,7 @@ void HttpServer::Impl::generate_images(const httplib::Request& req, httplib::Res
         ex->done = true;
         ex->cv.notify_all();
     };
-    if (!queue.try_submit(std::move(job))) {
-        res.set_header("Retry-After", "1");
-        throw ApiError(429, "rate_limit_error",
-                       "the server is busy: " + std::to_string(queue.capacity()) + " requests are already waiting; retry later");
-    }
+    submit_or_429(std::move(job), res);
 
     const int64_t created =
         std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
@@ -161,15 +153,7 @@ void HttpServer::Impl::generate_images(const httplib::Request& req, httplib::Res
     };
 
     if (!gr.stream) {
-        std::unique_lock<std::mutex> l(ex->mu);
-        const auto deadline = arrived + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s));
-        if (!ex->cv.wait_until(l, deadline, [&] { return ex->done; })) {
-            ex->cancel = true;
-            throw ApiError(504, "timeout_error", "the image took longer than the timeout of " + json(timeout_s).dump() +
-                                                     " s (--timeout-s)");
-        }
-        if (ex->cancel && !ex->image) throw ApiError(504, "timeout_error", "timed out");
-        if (!ex->image) throw hg::Error("image generation failed: " + ex->error);
+        std::unique_lock<std::mutex> l = await_job(*ex, arrived, "the image", "image generation failed");
         const GeneratedImage g = std::move(*ex->image);
         l.unlock();
         const json item = store_image(g);

@@ -357,6 +357,30 @@ void HttpServer::Impl::preview(const httplib::Request& req, httplib::Response& r
     res.set_content(std::string(png.begin(), png.end()), "image/png");
 }
 
+void HttpServer::Impl::submit_or_429(InferenceQueue::Job job, httplib::Response& res) {
+    if (!queue.try_submit(std::move(job))) {
+        res.set_header("Retry-After", "1");
+        throw ApiError(429, "rate_limit_error",
+                       "the server is busy: " + std::to_string(queue.capacity()) +
+                           " requests are already waiting; retry later");
+    }
+}
+
+std::unique_lock<std::mutex> HttpServer::Impl::await_job(JobExchange& ex, Clock::time_point arrived, const char* what,
+                                                         const char* failure) {
+    const double timeout_s = opt.timeout_s;
+    std::unique_lock<std::mutex> l(ex.mu);
+    const auto deadline = arrived + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s));
+    if (!ex.cv.wait_until(l, deadline, [&] { return ex.done; })) {
+        ex.cancel = true;  // the job stops at its next token or index, or skips if still queued
+        throw ApiError(504, "timeout_error", std::string(what) + " took longer than the timeout of " +
+                                                 json(timeout_s).dump() + " s (--timeout-s)");
+    }
+    if (ex.cancel && !ex.has_result()) throw ApiError(504, "timeout_error", "timed out");
+    if (!ex.has_result()) throw hg::Error(std::string(failure) + ": " + ex.error);
+    return l;
+}
+
 void HttpServer::Impl::chat(const httplib::Request& req, httplib::Response& res, const Principal& p) {
     const Clock::time_point arrived = Clock::now();
     const ChatRequest cr = parse_chat_request(req.body, opt.parse);
@@ -473,12 +497,7 @@ void HttpServer::Impl::chat(const httplib::Request& req, httplib::Response& res,
         ex->done = true;
         ex->cv.notify_all();
     };
-    if (!queue.try_submit(std::move(job))) {
-        res.set_header("Retry-After", "1");
-        throw ApiError(429, "rate_limit_error",
-                       "the server is busy: " + std::to_string(queue.capacity()) +
-                           " requests are already waiting; retry later");
-    }
+    submit_or_429(std::move(job), res);
 
     const bool remind = p.role != Role::physician;
     const std::string id = "chatcmpl-" + std::to_string(std::chrono::system_clock::now().time_since_epoch().count());
@@ -509,15 +528,7 @@ void HttpServer::Impl::chat(const httplib::Request& req, httplib::Response& res,
     };
 
     if (!cr.stream) {
-        std::unique_lock<std::mutex> l(ex->mu);
-        const auto deadline = arrived + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(timeout_s));
-        if (!ex->cv.wait_until(l, deadline, [&] { return ex->done; })) {
-            ex->cancel = true;  // the job stops at its next token, or skips if still queued
-            throw ApiError(504, "timeout_error", "the answer took longer than the timeout of " +
-                                                     json(timeout_s).dump() + " s (--timeout-s)");
-        }
-        if (ex->cancel && !ex->answer) throw ApiError(504, "timeout_error", "timed out");
-        if (!ex->answer) throw hg::Error("inference failed: " + ex->error);
+        std::unique_lock<std::mutex> l = await_job(*ex, arrived, "the answer", "inference failed");
         const hg::Answer a = *ex->answer;
         l.unlock();
         if (seconds_since(arrived) > timeout_s)

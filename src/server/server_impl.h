@@ -72,16 +72,23 @@ imaging::LoadResult load_image_file(const fs::path& path, const imaging::ImageOp
 
 imaging::ImageOptions image_options(const std::string& window, std::optional<int> slice, const imaging::Limits& limits);
 
-// The bytes of a chat job's exchange with its HTTP thread.
-struct Exchange {
+// What every inference job (chat, image generation) shares with the HTTP thread that waits for it.
+struct JobExchange {
     std::mutex mu;
     std::condition_variable cv;
-    std::deque<std::string> deltas;  // streamed text not yet written
     bool done = false;
-    std::optional<hg::Answer> answer;
     std::string error;               // the job failed: why (500)
-    std::atomic<bool> cancel{false}; // client gone or timed out: the job stops at the next token
+    std::atomic<bool> cancel{false}; // client gone or timed out: the job stops at its next token or index
+    virtual ~JobExchange() = default;
+    virtual bool has_result() const = 0;  // with mu held: the job made what was asked for
+};
+
+// The bytes of a chat job's exchange with its HTTP thread.
+struct Exchange : JobExchange {
+    std::deque<std::string> deltas;  // streamed text not yet written
+    std::optional<hg::Answer> answer;
     std::atomic<bool> first_text{false};
+    bool has_result() const override { return answer.has_value(); }
 };
 
 std::string finish_reason(StopReason r);
@@ -134,6 +141,18 @@ struct HttpServer::Impl {
     // --- GET /v1/uploads/{id}/preview.png ---
 
     void preview(const httplib::Request& req, httplib::Response& res, const Principal& p);
+
+    // --- an inference job's life, shared by the chat and image generation routes ---
+
+    // Queues the job, or answers 429 (Retry-After: 1) when `queue` is full.
+    void submit_or_429(InferenceQueue::Job job, httplib::Response& res);
+    // An unstreamed request: waits for its job until `arrived` + --timeout-s and returns with ex.mu
+    // held by the lock, the job done and its result there. Otherwise throws: 504 when the time is up
+    // (the job is cancelled: it stops at its next step, or is skipped if still queued) or the job was
+    // cancelled without a result; hg::Error (500) "<failure>: <why>" when the job failed. `what`
+    // names the result in the timeout message ("the answer", "the image").
+    std::unique_lock<std::mutex> await_job(JobExchange& ex, Clock::time_point arrived, const char* what,
+                                           const char* failure);
 
     // --- POST /v1/chat/completions ---
 
