@@ -10,7 +10,6 @@
 #include <zlib.h>
 
 #include <atomic>
-#include <fstream>
 #include <thread>
 
 #include "imaging/image.h"
@@ -19,6 +18,7 @@
 #include "runtime/pipeline.h"
 #include "server/request.h"
 #include "server/server.h"
+#include "server_fixture.h"
 #include "service/consultations.h"
 #include "service_test_util.h"
 #include "test_util.h"
@@ -30,105 +30,24 @@ using json = nlohmann::json;
 using namespace hg::server;
 using hg::service::Principal;
 
-std::shared_ptr<const hg::Model> demo_model() {
-    static std::shared_ptr<const hg::Model> m = [] {
-        const fs::path dir = hgtest::scratch_dir() / "server-demo-model";
-        if (!fs::exists(dir / "plugins" / "com.gguf")) hg::write_demo_model(dir);
-        return hg::Model::load(dir);
-    }();
-    return m;
-}
+using servertest::b64;
+using servertest::error_of;
+using servertest::read_bytes;
+using servertest::user_message;
 
-std::string read_bytes(const fs::path& p) {
-    std::ifstream f(p, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(f), {});
-}
+std::shared_ptr<const hg::Model> demo_model() { return servertest::demo_model("server-demo-model"); }
 
-std::string b64(const std::string& s) {
-    return encode_base64(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size()));
-}
+std::string png_data_url() { return servertest::png_data_url(*demo_model()); }
 
-std::string png_data_url() { return "data:image/png;base64," + b64(read_bytes(demo_model()->path() / "example.png")); }
-
-json user_message(const std::string& text, const std::vector<std::string>& urls = {}) {
-    json content = json::array({{{"type", "text"}, {"text", text}}});
-    for (const auto& u : urls) content.push_back({{"type", "image_url"}, {"image_url", {{"url", u}}}});
-    return {{"role", "user"}, {"content", content}};
-}
-
-// A server on a fresh data dir, with a patient, a second patient, a physician and an admin.
-struct Fixture {
-    fs::path dir;
-    std::unique_ptr<hg::service::Store> store;  // the test's own connection to the same database
-    std::string patient, other, physician, admin;  // keys
-    Principal patient_p, physician_p;
-    std::unique_ptr<HttpServer> server;
-
-    explicit Fixture(ServerOptions o = {}) {
-        dir = svctest::fresh_dir("http");
-        store = std::make_unique<hg::service::Store>(dir);
-        hg::service::KeyService keys(*store);
-        const auto op = Principal::local_operator();
-        patient = keys.add_key(op, "pat", "patient").key;
-        other = keys.add_key(op, "pat2", "patient").key;
-        physician = keys.add_key(op, "doc", "physician").key;
-        admin = keys.add_key(op, "adm", "admin").key;
-        patient_p = keys.authenticate(patient);
-        physician_p = keys.authenticate(physician);
-        o.data_dir = dir;
-        o.port = 0;
-        o.log_requests = false;
+// A server on a fresh data dir, with a patient, a second patient, a physician and an admin; request
+// bodies up to 4 MiB unless the options say otherwise.
+struct Fixture : servertest::ServerFixture {
+    explicit Fixture(ServerOptions o = {}) : ServerFixture("http", demo_model(), small_bodies(o), 20) {}
+    static ServerOptions small_bodies(ServerOptions o) {
         if (o.max_body_bytes == (size_t(64) << 20)) o.max_body_bytes = size_t(4) << 20;
-        server = std::make_unique<HttpServer>(demo_model(), o);
-        server->bind();
-        server->start();
-    }
-    ~Fixture() { server->stop(); }
-
-    httplib::Client client() const {
-        httplib::Client c("127.0.0.1", server->port());
-        c.set_read_timeout(20, 0);
-        return c;
-    }
-    httplib::Result post(const std::string& path, const json& body, const std::string& key) const {
-        httplib::Headers h;
-        if (!key.empty()) h.emplace("Authorization", "Bearer " + key);
-        return client().Post(path.c_str(), h, body.dump(), "application/json");
-    }
-    httplib::Result post_raw(const std::string& path, const std::string& body, const std::string& type,
-                             const std::string& key) const {
-        httplib::Headers h{{"Authorization", "Bearer " + key}};
-        return client().Post(path.c_str(), h, body, type.c_str());
-    }
-    httplib::Result get(const std::string& path, const std::string& key) const {
-        httplib::Headers h;
-        if (!key.empty()) h.emplace("Authorization", "Bearer " + key);
-        return client().Get(path.c_str(), h);
-    }
-    int64_t count(const char* table) const {
-        return svctest::query_int(*store, (std::string("SELECT count(*) FROM ") + table).c_str());
-    }
-    size_t stored_files() const {
-        size_t n = 0;
-        std::error_code ec;
-        if (fs::exists(dir / "uploads"))
-            for (auto& e : fs::recursive_directory_iterator(dir / "uploads", ec)) n += e.is_regular_file();
-        if (fs::exists(dir / "tmp"))
-            for (auto& e : fs::directory_iterator(dir / "tmp", ec)) n += e.is_regular_file();
-        return n;
+        return o;
     }
 };
-
-// The error body's parts; fails the test when it is not {"error": {"message", "type"}}.
-json error_of(const httplib::Result& r) {
-    EXPECT_TRUE(r);
-    if (!r) return {};
-    EXPECT_EQ(r->get_header_value("Content-Type"), "application/json");
-    json j = json::parse(r->body, nullptr, false);
-    EXPECT_TRUE(j.is_object() && j.contains("error") && j["error"]["message"].is_string() && j["error"]["type"].is_string())
-        << r->body;
-    return j.is_object() && j.contains("error") ? j["error"] : json();
-}
 
 // Concatenated content deltas of an SSE body; checks the framing and the [DONE] end.
 std::string sse_text(const std::string& body, json* last = nullptr) {

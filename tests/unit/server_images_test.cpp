@@ -6,7 +6,6 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
-#include <fstream>
 
 #include "imaging/image.h"
 #include "imaging/load.h"
@@ -15,6 +14,7 @@
 #include "runtime/pipeline.h"
 #include "server/request.h"
 #include "server/server.h"
+#include "server_fixture.h"
 #include "service/consultations.h"
 #include "service_test_util.h"
 #include "test_util.h"
@@ -26,80 +26,27 @@ using json = nlohmann::json;
 using namespace hg::server;
 using hg::service::Principal;
 
-fs::path demo_dir() {
-    static const fs::path dir = [] {
-        const fs::path d = hgtest::scratch_dir() / "server-images-demo-model";
-        if (!fs::exists(d / "plugins" / "gen.gguf")) hg::write_demo_model(d);
-        return d;
-    }();
-    return dir;
-}
+using servertest::read_bytes;
 
-std::shared_ptr<const hg::Model> demo_model() {
-    static std::shared_ptr<const hg::Model> m = hg::Model::load(demo_dir());
-    return m;
-}
+fs::path demo_dir() { return servertest::demo_model_dir("server-images-demo-model"); }
 
-std::string read_bytes(const fs::path& p) {
-    std::ifstream f(p, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(f), {});
-}
+std::shared_ptr<const hg::Model> demo_model() { return servertest::demo_model("server-images-demo-model"); }
 
 std::string b64_decode(const std::string& s) {
     const auto v = decode_base64(s, "test");
     return std::string(v.begin(), v.end());
 }
 
-struct Fixture {
-    fs::path dir;
-    std::unique_ptr<hg::service::Store> store;
-    std::string patient, other, physician, admin;
-    Principal patient_p, physician_p;
-    std::unique_ptr<HttpServer> server;
-
-    explicit Fixture(std::shared_ptr<const hg::Model> model = demo_model(), ServerOptions o = {}) {
-        dir = svctest::fresh_dir("images");
-        store = std::make_unique<hg::service::Store>(dir);
-        hg::service::KeyService keys(*store);
-        const auto op = Principal::local_operator();
-        patient = keys.add_key(op, "pat", "patient").key;
-        other = keys.add_key(op, "pat2", "patient").key;
-        physician = keys.add_key(op, "doc", "physician").key;
-        admin = keys.add_key(op, "adm", "admin").key;
-        patient_p = keys.authenticate(patient);
-        physician_p = keys.authenticate(physician);
-        o.data_dir = dir;
-        o.port = 0;
-        o.log_requests = false;
-        server = std::make_unique<HttpServer>(model, o);
-        server->bind();
-        server->start();
-    }
-    ~Fixture() { server->stop(); }
-
-    httplib::Client client() const {
-        httplib::Client c("127.0.0.1", server->port());
-        c.set_read_timeout(60, 0);
-        return c;
-    }
-    httplib::Result post(const std::string& path, const json& body, const std::string& key) const {
-        return client().Post(path.c_str(), httplib::Headers{{"Authorization", "Bearer " + key}}, body.dump(),
-                             "application/json");
-    }
-    httplib::Result get(const std::string& path, const std::string& key) const {
-        return client().Get(path.c_str(), httplib::Headers{{"Authorization", "Bearer " + key}});
-    }
+struct Fixture : servertest::ServerFixture {
+    explicit Fixture(std::shared_ptr<const hg::Model> model = demo_model(), ServerOptions o = {})
+        : ServerFixture("images", std::move(model), o, 60) {}
     // The demo model's example PNG as an upload of a new consultation of the patient: {id, consultation_id}.
     std::pair<int64_t, int64_t> upload_example() const {
         const std::string png = read_bytes(demo_dir() / "example.png");
-        auto r = client().Post("/v1/uploads?filename=ct.png", httplib::Headers{{"Authorization", "Bearer " + patient}},
-                               png, "image/png");
+        auto r = post_raw("/v1/uploads?filename=ct.png", png, "image/png", patient);
         EXPECT_TRUE(r && r->status == 201) << (r ? r->body : "no response");
         const json j = json::parse(r->body);
         return {j["id"].get<int64_t>(), j["consultation_id"].get<int64_t>()};
-    }
-    int64_t count(const char* table) const {
-        return svctest::query_int(*store, (std::string("SELECT count(*) FROM ") + table).c_str());
     }
 };
 
@@ -114,13 +61,7 @@ std::string reference_png(hg::GenerationTask task) {
     return std::string(png.begin(), png.end());
 }
 
-json error_of(const httplib::Result& r) {
-    EXPECT_TRUE(r);
-    if (!r) return {};
-    const json j = json::parse(r->body, nullptr, false);
-    EXPECT_TRUE(j.is_object() && j.contains("error") && j["error"]["message"].is_string()) << r->body;
-    return j.is_object() && j.contains("error") ? j["error"] : json();
-}
+using servertest::error_of;
 
 }  // namespace
 

@@ -6,7 +6,6 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
-#include <fstream>
 #include <thread>
 
 #include "imaging/load.h"
@@ -15,6 +14,7 @@
 #include "runtime/pipeline.h"
 #include "server/request.h"
 #include "server/server.h"
+#include "server_fixture.h"
 #include "service_test_util.h"
 #include "test_util.h"
 #include "text/chat.h"
@@ -25,24 +25,11 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 using namespace hg::server;
 
-std::shared_ptr<const hg::Model> demo_model() {
-    static std::shared_ptr<const hg::Model> m = [] {
-        const fs::path dir = hgtest::scratch_dir() / "server-prefix-demo-model";
-        if (!fs::exists(dir / "plugins" / "com.gguf")) hg::write_demo_model(dir);
-        return hg::Model::load(dir);
-    }();
-    return m;
-}
+using servertest::user_message;
 
-std::string read_bytes(const fs::path& p) {
-    std::ifstream f(p, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(f), {});
-}
+std::shared_ptr<const hg::Model> demo_model() { return servertest::demo_model("server-prefix-demo-model"); }
 
-std::string png_data_url() {
-    const std::string s = read_bytes(demo_model()->path() / "example.png");
-    return "data:image/png;base64," + encode_base64(std::span<const uint8_t>((const uint8_t*)s.data(), s.size()));
-}
+std::string png_data_url() { return servertest::png_data_url(*demo_model()); }
 
 // A request's ids and pixels as the server builds them: one user turn with the example image.
 struct Request {
@@ -60,43 +47,18 @@ Request image_question(const std::string& q) {
     return r;
 }
 
-json user_message(const std::string& text, const std::vector<std::string>& urls = {}) {
-    json content = json::array({{{"type", "text"}, {"text", text}}});
-    for (const auto& u : urls) content.push_back({{"type", "image_url"}, {"image_url", {{"url", u}}}});
-    return {{"role", "user"}, {"content", content}};
-}
-
-struct Server {
-    fs::path dir;
-    std::string key;
-    std::unique_ptr<HttpServer> server;
-    explicit Server(ServerOptions o) {
-        dir = svctest::fresh_dir("prefix");
-        hg::service::Store store(dir);
-        key = hg::service::KeyService(store).add_key(hg::service::Principal::local_operator(), "pat", "patient").key;
-        o.data_dir = dir;
-        o.port = 0;
-        o.log_requests = false;
-        server = std::make_unique<HttpServer>(demo_model(), o);
-        server->bind();
-        server->start();
-    }
-    ~Server() { server->stop(); }
-    httplib::Client client() const {
-        httplib::Client c("127.0.0.1", server->port());
-        c.set_read_timeout(30, 0);
-        return c;
-    }
+// A server whose requests are the patient's.
+struct Server : servertest::ServerFixture {
+    explicit Server(ServerOptions o) : ServerFixture("prefix", demo_model(), o, 30) {}
     json chat(const json& req) const {
-        auto r = client().Post("/v1/chat/completions", httplib::Headers{{"Authorization", "Bearer " + key}}, req.dump(),
-                               "application/json");
+        auto r = post("/v1/chat/completions", req, patient);
         EXPECT_TRUE(r && r->status == 200) << (r ? r->body : "no response");
         return r && r->status == 200 ? json::parse(r->body) : json();
     }
     json health() const { return json::parse(client().Get("/health")->body); }
     // One counter or gauge of /metrics, -1 if absent.
     double metric(const std::string& name) const {
-        const std::string m = client().Get("/metrics", httplib::Headers{{"Authorization", "Bearer " + key}})->body;
+        const std::string m = get("/metrics", patient)->body;
         const size_t at = m.find("\n" + name + " ");
         return at == std::string::npos ? -1 : std::stod(m.substr(at + name.size() + 2));
     }
