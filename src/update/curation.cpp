@@ -13,6 +13,7 @@
 #include "formats/atomic_file.h"
 #include "service/audit.h"
 #include "service/errors.h"
+#include "update/rows.h"
 #include "update/scrub.h"
 
 namespace hg::update {
@@ -96,12 +97,9 @@ Candidate read_candidate(const Stmt& s) {
     return c;
 }
 
-std::optional<Candidate> find_candidate(Db& db, int64_t id) {
-    Stmt s(db, (std::string(kCandidateColumns) + "WHERE t.id = ?").c_str());
-    s.bind(id);
-    if (!s.step()) return std::nullopt;
-    return read_candidate(s);
-}
+constexpr RowQuery<Candidate> kCandidates{kCandidateColumns, read_candidate};
+
+std::optional<Candidate> find_candidate(Db& db, int64_t id) { return kCandidates.one(db, "WHERE t.id = ?", id); }
 
 std::string record_hash(const std::string& image, const std::string& q, const std::string& a) {
     const Sha256Digest d = sha256(image + "\n" + q + "\n" + a);
@@ -111,11 +109,8 @@ std::string record_hash(const std::string& image, const std::string& q, const st
 // The approved, exportable records: one per (image, question, answer); a group with two different
 // approved answers is left out whole (the flagging in approve() should already have caught it).
 std::vector<std::pair<DatasetRecord, std::string>> exportable(Db& db, int64_t since_ms) {
-    Stmt s(db, (std::string(kCandidateColumns) +
-                "WHERE t.status = 'approved' AND t.reviewed_at >= ? ORDER BY t.id").c_str());
-    s.bind(since_ms);
-    std::vector<Candidate> all;
-    while (s.step()) all.push_back(read_candidate(s));
+    const std::vector<Candidate> all =
+        kCandidates.all(db, "WHERE t.status = 'approved' AND t.reviewed_at >= ? ORDER BY t.id", since_ms);
     std::map<std::pair<std::string, std::string>, std::set<std::string>> answers;
     for (const Candidate& c : all) answers[{c.image_sha256, normalise_text(c.question)}].insert(normalise_text(c.answer));
     std::vector<std::pair<DatasetRecord, std::string>> out;
@@ -212,12 +207,9 @@ std::vector<Candidate> CurationService::list(const Principal& p, std::string_vie
                        "' is not candidate, approved, rejected, flagged or merged");
     return service::guarded(store_, p, "curation.list", "training_candidates", [&](Db&) { return may_review(p); },
                             [&](Db& db, std::string& detail) {
-                                std::vector<Candidate> out;
-                                Stmt s(db, (std::string(kCandidateColumns) +
-                                            "WHERE (? = '' OR t.status = ?) ORDER BY t.id").c_str());
                                 const std::string st(status);  // an empty view may bind as NULL
-                                s.bind(st).bind(st);
-                                while (s.step()) out.push_back(read_candidate(s));
+                                std::vector<Candidate> out =
+                                    kCandidates.all(db, "WHERE (? = '' OR t.status = ?) ORDER BY t.id", st, st);
                                 detail = std::to_string(out.size()) + " rows";
                                 return out;
                             });
@@ -250,7 +242,7 @@ Candidate CurationService::approve(const Principal& p, int64_t id) {
             for (int64_t o : against) note += (note.empty() ? "contradicts #" : ", #") + std::to_string(o);
             Stmt u(db, "UPDATE training_candidates SET status = ?, reviewer_id = ?, reviewed_at = ?, note = ? WHERE id = ?");
             u.bind(status);
-            if (p.is_local_operator()) u.bind(std::nullopt); else u.bind(p.user_id);
+            bind_user(u, p);
             u.bind(service::now_ms()).bind(note).bind(id);
             u.run();
             for (int64_t o : against) {
@@ -275,7 +267,7 @@ Candidate CurationService::reject(const Principal& p, int64_t id, std::string_vi
         [&](Db& db, std::string& detail) {
             Stmt u(db, "UPDATE training_candidates SET status = 'rejected', reviewer_id = ?, reviewed_at = ?, note = ? "
                        "WHERE id = ?");
-            if (p.is_local_operator()) u.bind(std::nullopt); else u.bind(p.user_id);
+            bind_user(u, p);
             u.bind(service::now_ms()).bind(std::string(note)).bind(id);
             u.run();
             detail = "rejected";

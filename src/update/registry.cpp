@@ -6,6 +6,7 @@
 #include "core/sha256.h"
 #include "service/audit.h"
 #include "service/errors.h"
+#include "update/rows.h"
 
 namespace hg::update {
 
@@ -53,25 +54,15 @@ PluginVersion read_row(const Stmt& s) {
     return v;
 }
 
-std::optional<PluginVersion> find(Db& db, int64_t id) {
-    Stmt s(db, (std::string(kColumns) + "WHERE id = ?").c_str());
-    s.bind(id);
-    if (!s.step()) return std::nullopt;
-    return read_row(s);
-}
+constexpr RowQuery<PluginVersion> kVersions{kColumns, read_row};
+
+std::optional<PluginVersion> find(Db& db, int64_t id) { return kVersions.one(db, "WHERE id = ?", id); }
 
 std::optional<PluginVersion> find_promoted(Db& db, const std::string& plugin) {
-    Stmt s(db, (std::string(kColumns) + "WHERE plugin = ? AND status = 'promoted'").c_str());
-    s.bind(plugin);
-    if (!s.step()) return std::nullopt;
-    return read_row(s);
+    return kVersions.one(db, "WHERE plugin = ? AND status = 'promoted'", plugin);
 }
 
 bool is_admin(const Principal& p) { return p.role == Role::admin; }
-
-void bind_user(Stmt& s, const Principal& p) {
-    if (p.is_local_operator()) s.bind(std::nullopt); else s.bind(p.user_id);
-}
 
 void set_promoted(Db& db, const Principal& p, int64_t id) {
     Stmt u(db, "UPDATE plugin_versions SET status = 'promoted', promoted_by = ?, promoted_at = ? WHERE id = ?");
@@ -115,9 +106,7 @@ PluginVersion VersionRegistry::add(const Principal& p, const NewVersion& v) {
 std::vector<PluginVersion> VersionRegistry::list(const Principal& p) {
     return service::guarded(store_, p, "plugins.list", "plugin_versions", [&](Db&) { return is_admin(p); },
                             [&](Db& db, std::string& detail) {
-                                std::vector<PluginVersion> out;
-                                Stmt s(db, (std::string(kColumns) + "ORDER BY id").c_str());
-                                while (s.step()) out.push_back(read_row(s));
+                                std::vector<PluginVersion> out = kVersions.all(db, "ORDER BY id");
                                 detail = std::to_string(out.size()) + " versions";
                                 return out;
                             });
