@@ -7,19 +7,16 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <nlohmann/json.hpp>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <random>
 #include <thread>
 
 #include "runtime/demo_model.h"
+#include "serve_process.h"
 #include "service/auth.h"
 #include "service/consultations.h"
 #include "service/store.h"
@@ -32,7 +29,7 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-fs::path cli() { return fs::path(HG_BINARY_DIR) / "bin" / "healthgpt"; }
+using servetest::healthgpt_cli;
 
 fs::path demo_dir() {
     const fs::path d = hgtest::scratch_dir() / "server-crash-demo-model";
@@ -40,65 +37,16 @@ fs::path demo_dir() {
     return d;
 }
 
-// `healthgpt serve` on port 0 as a child; its stderr goes to a log file, where the port is read.
-struct ServeProcess {
-    pid_t pid = -1;
-    int port = -1;
-    fs::path log;
-
-    ServeProcess(const fs::path& data_dir, const fs::path& log_file) : log(log_file) {
-        fs::remove(log);
-        pid = ::fork();
-        if (pid == 0) {
-            FILE* f = std::freopen(log.c_str(), "w", stderr);
-            (void)f;
-            const std::string model = demo_dir().string(), data = data_dir.string(), bin = cli().string();
-            ::execl(bin.c_str(), bin.c_str(), "serve", "-m", model.c_str(), "--data-dir", data.c_str(), "--port", "0",
-                    "--queue", "32", "-q", (char*)nullptr);
-            ::_exit(127);
-        }
-        // the port from "serve: http://127.0.0.1:PORT ...", within 30 s
-        const auto until = Clock::now() + std::chrono::seconds(30);
-        while (Clock::now() < until && port < 0) {
-            std::ifstream in(log);
-            std::string line;
-            while (std::getline(in, line))
-                if (auto at = line.find("serve: http://127.0.0.1:"); at != std::string::npos)
-                    port = std::atoi(line.c_str() + at + 24);
-            if (port < 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-            int st = 0;
-            if (port < 0 && ::waitpid(pid, &st, WNOHANG) == pid) {
-                pid = -1;
-                break;
-            }
-        }
-    }
-    void kill9() {
-        if (pid <= 0) return;
-        ::kill(pid, SIGKILL);
-        int st = 0;
-        ::waitpid(pid, &st, 0);
-        pid = -1;
-    }
-    void stop() {  // SIGTERM: a clean stop
-        if (pid <= 0) return;
-        ::kill(pid, SIGTERM);
-        int st = 0;
-        ::waitpid(pid, &st, 0);
-        pid = -1;
-    }
-    ~ServeProcess() { kill9(); }
+// `healthgpt serve` on port 0 as a child over the demo model, with room for the burst in its queue.
+struct ServeProcess : servetest::ServeProcess {
+    ServeProcess(const fs::path& data_dir, const fs::path& log_file)
+        : servetest::ServeProcess(demo_dir(), data_dir, log_file, {"--queue", "32"}) {}
 };
-
-std::string log_text(const fs::path& p) {
-    std::ifstream f(p);
-    return std::string(std::istreambuf_iterator<char>(f), {});
-}
 
 }  // namespace
 
 TEST(ServerCrash, KillNineMidBurstLosesNoAcknowledgedFeedback) {
-    if (!fs::exists(cli())) GTEST_SKIP() << "healthgpt not built at " << cli();
+    if (!fs::exists(healthgpt_cli())) GTEST_SKIP() << "healthgpt not built at " << healthgpt_cli();
     const fs::path dir = svctest::fresh_dir("server-crash");
     std::string physician;
     int64_t answer_id = 0;
@@ -122,7 +70,7 @@ TEST(ServerCrash, KillNineMidBurstLosesNoAcknowledgedFeedback) {
     const auto t_start = Clock::now();
     for (int round = 0; round < 3; ++round) {
         ServeProcess srv(dir, dir.parent_path() / (dir.filename().string() + "-serve.log"));
-        ASSERT_GT(srv.port, 0) << "the server did not start: " << log_text(srv.log);
+        ASSERT_GT(srv.port, 0) << "the server did not start: " << srv.log_text();
         std::mutex mu;
         std::atomic<bool> killed{false};
         std::atomic<int> acks{0}, failed{0};
@@ -178,7 +126,7 @@ TEST(ServerCrash, KillNineMidBurstLosesNoAcknowledgedFeedback) {
     }
     // and the server still starts and serves on the data dir it was killed over
     ServeProcess last(dir, dir.parent_path() / (dir.filename().string() + "-serve.log"));
-    ASSERT_GT(last.port, 0) << log_text(last.log);
+    ASSERT_GT(last.port, 0) << last.log_text();
     httplib::Client c("127.0.0.1", last.port);
     auto r = c.Post("/v1/feedback", httplib::Headers{{"Authorization", "Bearer " + physician}},
                     json{{"answer_id", answer_id}, {"rating", 5}}.dump(), "application/json");

@@ -10,9 +10,6 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <nlohmann/json.hpp>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -23,6 +20,7 @@
 
 #include "imaging/image.h"
 #include "runtime/demo_model.h"
+#include "serve_process.h"
 #include "service/auth.h"
 #include "service/store.h"
 #include "service_test_util.h"
@@ -36,7 +34,7 @@ using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 using hg::service::Principal;
 
-fs::path cli() { return fs::path(HG_BINARY_DIR) / "bin" / "healthgpt"; }
+using servetest::healthgpt_cli;
 
 fs::path model_dir() {
     const fs::path d = hgtest::scratch_dir() / "update-crash-model";
@@ -55,40 +53,10 @@ std::string png(int seed) {
     return std::string(b.begin(), b.end());
 }
 
-// `healthgpt serve` on port 0 as a child process; the port is read from its log.
-struct Serve {
-    pid_t pid = -1;
-    int port = -1;
-    fs::path log;
-    Serve(const fs::path& data, const fs::path& log_file, int64_t update_steps) : log(log_file) {
-        fs::remove(log);
-        pid = ::fork();
-        if (pid == 0) {
-            FILE* f = std::freopen(log.c_str(), "w", stderr);
-            (void)f;
-            const std::string m = model_dir().string(), d = data.string(), bin = cli().string(),
-                              steps = std::to_string(update_steps);
-            ::execl(bin.c_str(), bin.c_str(), "serve", "-m", m.c_str(), "--data-dir", d.c_str(), "--port", "0",
-                    "--update-steps", steps.c_str(), "-q", (char*)nullptr);
-            ::_exit(127);
-        }
-        const auto until = Clock::now() + std::chrono::seconds(30);
-        while (Clock::now() < until && port < 0) {
-            std::ifstream in(log);
-            std::string line;
-            while (std::getline(in, line))
-                if (auto at = line.find("serve: http://127.0.0.1:"); at != std::string::npos) port = std::atoi(line.c_str() + at + 24);
-            if (port < 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        }
-    }
-    void kill9() {
-        if (pid <= 0) return;
-        ::kill(pid, SIGKILL);
-        int st = 0;
-        ::waitpid(pid, &st, 0);
-        pid = -1;
-    }
-    ~Serve() { kill9(); }
+// `healthgpt serve` on port 0 as a child process over the model folder; the port is read from its log.
+struct Serve : servetest::ServeProcess {
+    Serve(const fs::path& data, const fs::path& log_file, int64_t update_steps)
+        : servetest::ServeProcess(model_dir(), data, log_file, {"--update-steps", std::to_string(update_steps)}) {}
     httplib::Result call(const std::string& method, const std::string& path, const std::string& key, const std::string& body,
                          const std::string& type = "application/json") const {
         httplib::Client c("127.0.0.1", port);
@@ -158,7 +126,7 @@ Keys make_keys(const fs::path& data, int patients) {
 // Six approved corrections (different patients and images); a job of many steps is started and
 // the server killed at a random moment of it (exporting, training or evaluating), three times.
 TEST(UpdateCrash, KillNineDuringAnUpdateJob) {
-    if (!fs::exists(cli())) GTEST_SKIP() << "healthgpt not built at " << cli();
+    if (!fs::exists(healthgpt_cli())) GTEST_SKIP() << "healthgpt not built at " << healthgpt_cli();
     const fs::path data = svctest::fresh_dir("update-crash-job");
     const Keys k = make_keys(data, 6);
     const std::string folder_sha = hg::update::file_sha256(model_dir() / "plugins" / "com.gguf");
@@ -227,7 +195,7 @@ TEST(UpdateCrash, KillNineDuringAnUpdateJob) {
 // at a random moment, five times. After each restart the served version is the registry's one, which
 // is one of the two around the kill.
 TEST(UpdateCrash, KillNineDuringPromotion) {
-    if (!fs::exists(cli())) GTEST_SKIP() << "healthgpt not built at " << cli();
+    if (!fs::exists(healthgpt_cli())) GTEST_SKIP() << "healthgpt not built at " << healthgpt_cli();
     const fs::path data = svctest::fresh_dir("update-crash-promote");
     const Keys k = make_keys(data, 0);
     fs::create_directories(data / "versions");
