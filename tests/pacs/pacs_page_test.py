@@ -14,7 +14,6 @@ one Basic Text SR. Screenshots (desktop, phone) under WORKDIR/screenshots. Exit 
 Chromium, chromedriver or selenium is missing; 1 on any failure. Bounded by --deadline-s.
 """
 import argparse
-import base64
 import json
 import os
 import re
@@ -23,24 +22,11 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
-SKIP = 77
-
-
-def http(port, method, path, key=None, body=None, ctype="application/json"):
-    data = json.dumps(body).encode() if isinstance(body, (dict, list)) else body
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
-    if key:
-        req.add_header("Authorization", "Bearer " + key)
-    if data is not None:
-        req.add_header("Content-Type", ctype)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
+# The browser helpers shared with the web page's own test (tests/web/page_driver.py).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "web"))
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+from page_driver import SKIP, Page, find_browser, http, quit_browser, server_port, start_chromium, start_server, stop_server  # noqa: E402
 
 
 def main():
@@ -50,21 +36,13 @@ def main():
     ap.add_argument("--deadline-s", type=int, default=60)
     args = ap.parse_args()
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_bin = shutil.which("chromedriver") or ("/usr/bin/chromedriver" if os.path.exists("/usr/bin/chromedriver") else None)
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.options import Options
-        from selenium.webdriver.chrome.service import Service
-        from selenium.webdriver.common.by import By
-        from selenium.webdriver.common.keys import Keys
-        from selenium.webdriver.support.ui import Select, WebDriverWait
-    except ImportError:
-        webdriver = None
-    if not chromium or not driver_bin or webdriver is None:
-        missing = [n for n, ok in [("chromium", chromium), ("chromium-driver", driver_bin), ("python3-selenium", webdriver)] if not ok]
-        print("SKIP: " + ", ".join(missing) + " not installed (scripts/install-deps.sh installs them)")
+    browser = find_browser()
+    if not browser:
         return SKIP
+    chromium, driver_bin = browser
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
 
     work = os.path.abspath(args.workdir)
     shutil.rmtree(work, ignore_errors=True)
@@ -91,22 +69,11 @@ def main():
     signal.alarm(args.deadline_s)
 
     log_path = os.path.join(work, "server.log")
-    log = open(log_path, "w")
-    srv = subprocess.Popen([hg, "serve", "-m", args.model, "--data-dir", data, "--host", "127.0.0.1", "--port", "0",
-                            "--timeout-s", "60", "--pacs-config", cfg], stderr=log, stdout=log)
+    srv, log = start_server(hg, args.model, data, log_path, ["--pacs-config", cfg])
     driver = None
     t0 = time.time()
     try:
-        port = None
-        for _ in range(300):
-            m = re.search(r"http://127\.0\.0\.1:(\d+)", open(log_path).read())
-            if m:
-                port = int(m.group(1))
-                break
-            if srv.poll() is not None:
-                break
-            time.sleep(0.1)
-        assert port, "the server did not report its port: " + open(log_path).read()[-2000:]
+        port = server_port(srv, log_path)
 
         # The patient's consultation (a first question), shared with the physician through the API.
         st, body = http(port, "POST", "/v1/chat/completions", pat_key,
@@ -120,27 +87,15 @@ def main():
         study_id = orthanc("/tools/lookup", args.study.encode())[0]["ID"]
         sr_before = {s["ID"] for s in orthanc(f"/studies/{study_id}/series") if s["MainDicomTags"].get("Modality") == "SR"}
 
-        opts = Options()
-        opts.binary_location = chromium
-        for a in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,1000",
-                  "--no-first-run", "--disable-extensions", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", f"--user-data-dir={os.path.join(work, 'chromium-profile')}"]:
-            opts.add_argument(a)
-        driver = webdriver.Chrome(service=Service(executable_path=driver_bin), options=opts)
-        driver.set_page_load_timeout(30)
-        wait = WebDriverWait(driver, 30)
-        by_id = lambda i: driver.find_element(By.ID, i)
-        js = driver.execute_script
+        driver = start_chromium(chromium, driver_bin, work)
+        page = Page(driver, shots)
+        wait, by_id, js, no_error, screenshot = page.wait, page.by_id, page.js, page.no_error, page.screenshot
 
         def wait_text(i, pattern, what):
             wait.until(lambda d: re.search(pattern, by_id(i).text) or by_id("error").is_displayed(),
                        f"{what}: #{i} never matched {pattern!r}")
             no_error()
             return by_id(i).text
-
-        def no_error():
-            e = by_id("error")
-            assert not e.is_displayed(), "the page shows an error: " + e.text
 
         def pixels():
             return js("""const img = document.getElementById('preview');
@@ -155,11 +110,6 @@ def main():
             wait.until(lambda d: by_id("preview").get_attribute("data-upload-id") == upload_id and
                        by_id("preview").get_attribute("aria-busy") is None and pixels(), f"the preview of upload {upload_id}")
             return pixels()
-
-        def screenshot(name):
-            r = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
-            with open(os.path.join(shots, name + ".png"), "wb") as f:
-                f.write(base64.b64decode(r["data"]))
 
         def check_labels():
             unlabeled = js("""return [...document.querySelectorAll('#pacs-box input, #pacs-box select')]
@@ -256,13 +206,9 @@ def main():
         return 1
     finally:
         signal.alarm(0)
-        if driver:
-            driver.quit()
-        srv.terminate()
-        try:
-            srv.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            srv.kill()
+        quit_browser(driver)
+        stop_server(srv)
+        log.close()
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ Exit 77 (ctest: skipped) only when Chromium, chromedriver or selenium is missing
 real DICOM file can be found (../shared/data, $HG_TESTDATA or Debian's python3-pydicom).
 """
 import argparse
-import base64
 import json
 import os
 import re
@@ -35,10 +34,10 @@ import sqlite3
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
-SKIP = 77
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+from page_driver import SKIP, Page, find_browser, http, quit_browser, server_port, start_chromium, start_server, stop_server  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.dirname(os.path.dirname(HERE))
 
@@ -63,19 +62,6 @@ def find_under(root, name):
     return None
 
 
-def http(port, method, path, key, body=None, ctype="application/json"):
-    data = json.dumps(body).encode() if isinstance(body, (dict, list)) else body
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
-    req.add_header("Authorization", "Bearer " + key)
-    if data is not None:
-        req.add_header("Content-Type", ctype)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--healthgpt", required=True)
@@ -83,17 +69,10 @@ def main():
     ap.add_argument("--deadline-s", type=int, default=150)
     args = ap.parse_args()
 
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver_bin = shutil.which("chromedriver") or find_first(["/usr/bin/chromedriver"])
-    try:
-        import selenium  # noqa: F401
-        from selenium import webdriver
-    except ImportError:
-        selenium = None
-    if not chromium or not driver_bin or selenium is None:
-        missing = [n for n, ok in [("chromium", chromium), ("chromium-driver", driver_bin), ("python3-selenium", selenium)] if not ok]
-        print("SKIP: " + ", ".join(missing) + " not installed (scripts/install-deps.sh installs them)")
+    browser = find_browser()
+    if not browser:
         return SKIP
+    chromium, driver_bin = browser
 
     shared = os.environ.get("HEALTHGPT_SHARED_DATA", os.path.join(SOURCE, "..", "shared", "data"))
     dicom_dir = os.path.join(shared, "medical", "dicom")
@@ -125,21 +104,10 @@ def main():
     signal.alarm(args.deadline_s)
 
     log_path = os.path.join(work, "server.log")
-    log = open(log_path, "w")
-    srv = subprocess.Popen([hg, "serve", "-m", model, "--data-dir", data, "--host", "127.0.0.1", "--port", "0",
-                            "--timeout-s", "60"], stderr=log, stdout=log)
+    srv, log = start_server(hg, model, data, log_path)
     driver = None
     try:
-        port = None
-        for _ in range(300):
-            m = re.search(r"http://127\.0\.0\.1:(\d+)", open(log_path).read())
-            if m:
-                port = int(m.group(1))
-                break
-            if srv.poll() is not None:
-                break
-            time.sleep(0.1)
-        assert port, "the server did not report its port: " + open(log_path).read()[-2000:]
+        port = server_port(srv, log_path)
         base = f"http://127.0.0.1:{port}"
 
         # A consultation of the patient (a picture); the patient shares it with the physician
@@ -150,29 +118,14 @@ def main():
         doc_id = json.loads(http(port, "GET", "/v1/me", doc_key)[1])["id"]
         pat_id = json.loads(http(port, "GET", "/v1/me", pat_key)[1])["id"]
 
-        from selenium.webdriver.chrome.options import Options
-        from selenium.webdriver.chrome.service import Service
         from selenium.webdriver.common.by import By
         from selenium.webdriver.common.keys import Keys
-        from selenium.webdriver.support.ui import Select, WebDriverWait
+        from selenium.webdriver.support.ui import Select
 
-        opts = Options()
-        opts.binary_location = chromium
-        for a in ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1280,1000",
-                  "--no-first-run", "--disable-extensions", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--metrics-recording-only",
-                  f"--user-data-dir={os.path.join(work, 'chromium-profile')}"]:
-            opts.add_argument(a)
-        opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-        driver = webdriver.Chrome(service=Service(executable_path=driver_bin, log_output=os.path.join(work, "chromedriver.log"))
-                                  if "log_output" in Service.__init__.__code__.co_varnames
-                                  else Service(executable_path=driver_bin, log_path=os.path.join(work, "chromedriver.log")),
-                                  options=opts)
-        driver.set_page_load_timeout(30)
-        driver.set_script_timeout(30)
-        wait = WebDriverWait(driver, 30)
-        by_id = lambda i: driver.find_element(By.ID, i)
-        js = driver.execute_script
+        driver = start_chromium(chromium, driver_bin, work, extra_args=["--metrics-recording-only"], browser_log=True,
+                                driver_log=os.path.join(work, "chromedriver.log"))
+        page = Page(driver, shots)
+        wait, by_id, js, no_error, screenshot = page.wait, page.by_id, page.js, page.no_error, page.screenshot
 
         def text_of(i):
             return by_id(i).text
@@ -184,10 +137,6 @@ def main():
         def selected(i, what="text"):  # read in one go: the page re-renders its options
             return js("const s = document.getElementById(arguments[0]); const o = s.options[s.selectedIndex];"
                       "return o ? o[arguments[1]] : '';", i, what)
-
-        def no_error():
-            e = by_id("error")
-            assert not e.is_displayed(), "the page shows an error: " + e.text
 
         # A checksum of what an <img> shows (the test reads the pixels; the page reports nothing).
         def pixels(img_id):
@@ -218,12 +167,6 @@ def main():
             style = js("const e = document.activeElement; const s = getComputedStyle(e); "
                        "return [e.tagName, e.id, s.outlineStyle, s.outlineWidth];")
             assert style[2] not in ("none", "") and style[3] != "0px", f"focus is not visible on {style}"
-
-        def screenshot(name):
-            # the whole page (beyond the viewport), as the artefact of this view
-            r = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
-            with open(os.path.join(shots, name + ".png"), "wb") as f:
-                f.write(base64.b64decode(r["data"]))
 
         def phone(on):
             if on:
@@ -537,17 +480,8 @@ def main():
         return 0
     finally:
         signal.alarm(0)
-        if driver is not None:
-            try:
-                driver.quit()
-            except Exception as e:  # the browser may be gone already
-                print("note: closing the browser:", e)
-        srv.terminate()
-        try:
-            srv.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            srv.kill()
-            srv.wait()
+        quit_browser(driver)
+        stop_server(srv)
         log.close()
 
 
