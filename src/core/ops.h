@@ -33,6 +33,7 @@ struct AttentionParams {
 // Function table of one implementation level.
 struct Kernels {
     const char* name;
+    const char* choice;  // what each op of this level runs on, for `healthgpt info`
 
     // y[M,N] = x[M,K] · W[N,K]^T (+ bias[N]).  W: F32 F16 BF16 Q4_0 Q8_0 Q4_K Q6_K, packed rows.
     // y must not alias x. Semantics (the reference, kernels_ref.cpp, defines them exactly):

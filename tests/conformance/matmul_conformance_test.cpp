@@ -105,7 +105,7 @@ void check_random(const hg::Kernels* T, DType type, Shape s, bool with_bias, uin
 TEST(MatmulConformance, QuantizedRandomWithinRoundingBound) {
     const Shape shapes[] = {{1, 1, 256},  {1, 37, 512},  {2, 19, 256},   {3, 70, 768}, {4, 16, 256},
                             {5, 9, 256},  {17, 33, 512}, {64, 72, 1024}, {70, 17, 256}, {1, 24, 8192},
-                            {13, 9, 8192}, {8, 8, 256}};
+                            {13, 9, 8192}, {8, 8, 256}, {19, 65, 512}, {31, 100, 2048}};
     CONF_FOR_EACH_TABLE(T) {
         uint32_t seed = 100;
         for (DType t : kQuantTypes)
@@ -115,7 +115,8 @@ TEST(MatmulConformance, QuantizedRandomWithinRoundingBound) {
             }
         // blocks of 32: K not a multiple of 256
         for (DType t : {DType::Q4_0, DType::Q8_0})
-            for (Shape s : {Shape{1, 5, 32}, Shape{3, 11, 96}, Shape{9, 21, 160}, Shape{6, 3, 32}})
+            for (Shape s : {Shape{1, 5, 32}, Shape{3, 11, 96}, Shape{9, 21, 160}, Shape{6, 3, 32},
+                                  Shape{23, 37, 224}})  // 7 blocks: the AVX-512 16-k-step transposes half used
                 check_random(T, t, s, true, seed++);
     }
     print_worst("quantized matmul vs reference");
@@ -209,7 +210,9 @@ std::vector<float> exact_acts(int64_t M, int64_t K, int blk, uint32_t seed) {
 
 TEST(MatmulConformance, ExactDataGivesIdenticalBits) {
     const Shape shapes[] = {{1, 7, 256}, {2, 9, 512}, {3, 16, 256}, {4, 8, 1024}, {5, 13, 256},
-                            {11, 23, 512}, {64, 40, 768}, {33, 8, 1024}};
+                            {11, 23, 512}, {64, 40, 768}, {33, 8, 1024},
+                            // AVX-512 GEMM: 32-row panels with a tail of 6, the 3-row micro-kernel
+                            {19, 70, 512}, {15, 33, 256}};
     CONF_FOR_EACH_TABLE(T) {
         uint32_t seed = 900;
         for (DType t : {DType::Q4_0, DType::Q8_0, DType::Q4_K, DType::Q6_K, DType::F32, DType::F16, DType::BF16})

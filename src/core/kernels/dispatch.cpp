@@ -7,10 +7,8 @@ namespace hg {
 // strongly: a weak default here would satisfy the linker, which would then never pull the AVX2
 // objects out of the static library.
 const Kernels* kernels_avx2_table();
-// No AVX-512 level exists yet: the development machine (Zen 3) cannot execute AVX-512, and
-// untested kernels are not shipped. A future *_avx512.cpp defining this strongly must also be
-// referenced from here the same way.
-__attribute__((weak)) const Kernels* kernels_avx512_table() { return nullptr; }
+// The AVX-512 level (matmul_avx512.cpp): the AVX2 table with the kernels it improves replaced.
+const Kernels* kernels_avx512_table();
 
 const Kernels* kernels_for(Isa isa) {
     if (static_cast<int>(isa) > static_cast<int>(isa_supported())) return nullptr;

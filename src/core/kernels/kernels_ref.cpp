@@ -368,7 +368,7 @@ void quantize_act_ref(DType type, const float* x, void* y, int64_t n) {
 }
 
 const Kernels kRef = {
-    "scalar",     matmul_ref, attention_ref, conv2d_ref,    rmsnorm_ref,    layernorm_ref, softmax_ref,
+    "scalar",     "every op: plain scalar loops (the reference)", matmul_ref, attention_ref, conv2d_ref,    rmsnorm_ref,    layernorm_ref, softmax_ref,
     groupnorm_ref, rope_ref,  silu_ref,      swiglu_ref,    gelu_erf_ref,   gelu_tanh_ref, quick_gelu_ref,
     add_ref,      mul_ref,    scale_ref,  quantize_act_ref,
 };

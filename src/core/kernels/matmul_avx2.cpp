@@ -25,6 +25,7 @@
 #include "core/error.h"
 #include "core/half.h"
 #include "core/kernels/kernels_avx2.h"
+#include "core/kernels/simd_shared.h"
 #include "core/kernels/simd_avx2.h"
 #include "core/quants.h"
 
@@ -246,21 +247,6 @@ void dot_q4_0(const block_q4_0* w, const block_q8_0* const* a, int64_t nb, float
     if (b < nb) step(b, 0);
     HG_UNROLL
     for (int m = 0; m < MR; ++m) out[m] = hsum(_mm256_add_ps(acc[m][0], acc[m][1]));
-}
-
-// The 8 6-bit scales and 8 mins of a Q4_K block as bytes (sc in the low 8, m in the high 8),
-// from the 12 packed bytes (see q4_K_scale_min) with 32-bit lane ops: with w0, w1, w2 the three
-// words, sc = [w0 & 0x3f.., (w2 & 0x0f..) | ((w0 >> 2) & 0x30..)], m = [w1 & 0x3f..,
-// ((w2 >> 4) & 0x0f..) | ((w1 >> 2) & 0x30..)].
-inline __m128i q4_K_scales_mins(const block_q4_K& blk) {
-    // 16 bytes from the scales: the 4 after them are the first quants (same block, never read past it)
-    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk.scales));
-    const __m128i t1 = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 1, 2, 0));  // w0 w2 w1 w2
-    const __m128i lo = _mm_and_si128(_mm_srlv_epi32(t1, _mm_setr_epi32(0, 0, 0, 4)),
-                                     _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
-    const __m128i t2 = _mm_shuffle_epi32(v, _MM_SHUFFLE(1, 1, 0, 0));  // w0 w0 w1 w1
-    const __m128i hi = _mm_and_si128(_mm_srli_epi32(t2, 2), _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
-    return _mm_or_si128(lo, hi);
 }
 
 // A Q4_K super-block's scales ready for the dots: the 6-bit scales as int16 in both 128-bit lanes

@@ -273,7 +273,10 @@ void scale(float* y, const float* x, float s, int64_t n) {
 }
 
 const Kernels kAvx2 = {
-    "avx2",   avx2::matmul, avx2::attention, avx2::conv2d, rmsnorm,    layernorm, softmax, groupnorm, rope,
+    "avx2",
+    "matmul: AVX2 row dots (GEMV, M<=12) and 8-row packed GEMM (maddubs/madd integer dots, FMA float); "
+    "attention, conv2d, norms, rope, activations: AVX2/FMA",
+    avx2::matmul, avx2::attention, avx2::conv2d, rmsnorm,    layernorm, softmax, groupnorm, rope,
     silu,     swiglu,       gelu_erf,        gelu_tanh,    quick_gelu, add,       mul,     scale,    avx2::quantize_act,
 };
 
