@@ -34,6 +34,7 @@ struct BenchOptions {
     bool kernels = false;
     std::string types = "f32,f16,bf16,q8_0,q4_0,q4_k,q6_k";
     std::string m_values = "1,512";
+    std::string isa_levels;  // --isa avx2,avx512: those levels side by side
     double min_seconds = 0.5;
     // model tests
     std::string model;
@@ -84,8 +85,27 @@ int run_kernels(const BenchOptions& o, const std::string& command) {
     std::fprintf(stderr, "measuring roofs (%d threads)...\n", pool.size());
     const auto clock = o.cpu_time ? hg::BenchClock::CpuPerThread : hg::BenchClock::Wall;
     const hg::MachineRoofs roofs = hg::measure_roofs(pool, clock);
-    std::fprintf(stderr, "timing %zu matmul cases...\n", types.size() * Ms.size() * 4);
-    const auto results = hg::run_matmul_bench(hg::default_matmul_cases(types, Ms), pool, o.min_seconds, clock);
+    const auto cases = hg::default_matmul_cases(types, Ms);
+    if (!o.isa_levels.empty()) {
+        std::vector<const hg::Kernels*> levels;
+        for (const auto& n : split(o.isa_levels)) {
+            const hg::Isa isa = n == "scalar" ? hg::Isa::Scalar : n == "avx2" ? hg::Isa::Avx2 : n == "avx512" ? hg::Isa::Avx512 : hg::Isa(-1);
+            HG_CHECK(isa != hg::Isa(-1), "bench: --isa: '%s' is not a level (scalar, avx2, avx512)", n.c_str());
+            const hg::Kernels* k = hg::kernels_for(isa);
+            HG_CHECK(k, "bench: --isa: level %s does not run on this CPU (%s)", n.c_str(), hg::cpu_flags_string().c_str());
+            levels.push_back(k);
+        }
+        HG_CHECK(levels.size() >= 2, "bench: --isa needs two or more levels, e.g. --isa avx2,avx512");
+        std::fprintf(stderr, "timing %zu matmul cases x %zu levels (interleaved)...\n", cases.size(), levels.size());
+        std::vector<std::vector<hg::MatmulBenchResult>> results(levels.size());
+        for (const auto& c : cases)
+            for (size_t l = 0; l < levels.size(); ++l)
+                results[l].push_back(hg::run_matmul_bench({c}, pool, o.min_seconds, clock, levels[l]).front());
+        std::fputs(hg::format_level_comparison(roofs, levels, results, command, clock).c_str(), stdout);
+        return 0;
+    }
+    std::fprintf(stderr, "timing %zu matmul cases...\n", cases.size());
+    const auto results = hg::run_matmul_bench(cases, pool, o.min_seconds, clock);
     std::fputs(hg::format_kernel_bench(roofs, results, command, clock).c_str(), stdout);
     return 0;
 }
@@ -254,6 +274,8 @@ HG_COMMAND(bench, "Benchmarks: llama-bench style model tests (-m FILE), kernels 
     app.add_flag("--kernels", o->kernels, "matvec (M=1) and matmul (M=512) per weight type, Phi-3-mini shapes");
     app.add_option("--types", o->types, "--kernels: comma-separated weight types")->capture_default_str();
     app.add_option("--m", o->m_values, "--kernels: comma-separated activation row counts M")->capture_default_str();
+    app.add_option("--isa", o->isa_levels,
+                   "--kernels: two or more levels side by side, interleaved, with the speed-up (e.g. avx2,avx512)");
     app.add_option("--min-time", o->min_seconds, "--kernels: seconds to repeat each case (best time reported)")
         ->capture_default_str();
 
@@ -294,6 +316,7 @@ HG_COMMAND(bench, "Benchmarks: llama-bench style model tests (-m FILE), kernels 
         "  healthgpt bench --tests img,vqgan -r 3\n"
         "  healthgpt bench --write-model phi3-mini-q4_k.gguf --shape phi3-mini --type q4_k\n"
         "  healthgpt bench --kernels --types q4_k,q8_0 --m 1\n"
+        "  healthgpt bench --kernels --types q8_0,q4_k --isa avx2,avx512   (levels side by side)\n"
         "Peak RSS is the whole process's: run one test per process for a test's own peak.");
     return [o] {
         std::string command = "healthgpt bench";
@@ -303,6 +326,7 @@ HG_COMMAND(bench, "Benchmarks: llama-bench style model tests (-m FILE), kernels 
             if (o->types != BenchOptions().types) command += " --types " + o->types;
             if (o->m_values != BenchOptions().m_values) command += " --m " + o->m_values;
             if (o->cpu_time) command += " --cpu-time";
+            if (!o->isa_levels.empty()) command += " --isa " + o->isa_levels;
             return run_kernels(*o, command);
         }
         if (!o->write_model.empty()) return run_write_model(*o);

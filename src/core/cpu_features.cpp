@@ -54,6 +54,10 @@ CpuFeatures detect() {
         f.avx512bw = f.avx512f && (b & bit_AVX512BW);
         f.avx512vl = f.avx512f && (b & bit_AVX512VL);
         f.avx512_vnni = f.avx512f && (c & bit_AVX512VNNI);
+        f.avx512_fp16 = f.avx512f && (d & (1u << 23));
+        f.amx_bf16 = d & (1u << 22);
+        f.amx_tile = d & (1u << 24);
+        f.amx_int8 = d & (1u << 25);
         __cpuid_count(7, 1, a, b, c, d);
         f.avx512_bf16 = f.avx512f && (a & bit_AVX512BF16);
         f.avx_vnni = f.avx && (a & (1u << 4));
@@ -126,6 +130,10 @@ std::string cpu_flags_string() {
     add(f.avx512_vnni, "AVX512_VNNI");
     add(f.avx512_bf16, "AVX512_BF16");
     add(f.avx_vnni, "AVX_VNNI");
+    add(f.avx512_fp16, "AVX512_FP16");
+    add(f.amx_tile, "AMX_TILE");
+    add(f.amx_bf16, "AMX_BF16");
+    add(f.amx_int8, "AMX_INT8");
     return s;
 }
 

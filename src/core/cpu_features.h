@@ -12,6 +12,8 @@ struct CpuFeatures {
     bool sse42 = false, avx = false, avx2 = false, fma = false, f16c = false, bmi2 = false;
     bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
     bool avx512_vnni = false, avx512_bf16 = false, avx_vnni = false;
+    bool avx512_fp16 = false;                             // reported only: no kernel uses it yet
+    bool amx_tile = false, amx_bf16 = false, amx_int8 = false;  // CPU has them (OS permission not asked)
     std::string vendor, brand;
 };
 

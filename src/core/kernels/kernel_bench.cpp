@@ -103,7 +103,8 @@ std::vector<MatmulBenchCase> default_matmul_cases(const std::vector<DType>& type
 }
 
 std::vector<MatmulBenchResult> run_matmul_bench(const std::vector<MatmulBenchCase>& cases, ThreadPool& pool,
-                                                double min_seconds, BenchClock clock) {
+                                                double min_seconds, BenchClock clock, const Kernels* table) {
+    const Kernels& K = table ? *table : kernels();
     std::vector<MatmulBenchResult> out;
     for (const MatmulBenchCase& c : cases) {
         const size_t wbytes = row_bytes(c.type, c.K) * c.N;
@@ -120,12 +121,12 @@ std::vector<MatmulBenchResult> run_matmul_bench(const std::vector<MatmulBenchCas
         std::mt19937 rng(5);
         std::normal_distribution<float> nd;
         for (auto& v : x) v = nd(rng);
-        matmul(y.data(), x.data(), W[0], nullptr, c.M, pool);  // warm-up (scratch buffers grow here)
+        K.matmul(y.data(), x.data(), W[0], nullptr, c.M, pool);  // warm-up (scratch buffers grow here)
         double best = 1e30, best_wall = 0, total = 0;
         int calls = 0;
         while (total < min_seconds || calls < 3 * copies) {
             const double w0 = wall_now(), c0 = cpu_now();
-            matmul(y.data(), x.data(), W[calls % copies], nullptr, c.M, pool);
+            K.matmul(y.data(), x.data(), W[calls % copies], nullptr, c.M, pool);
             const double wall = wall_now() - w0, cpu = (cpu_now() - c0) / pool.size();
             const double dt = clock == BenchClock::Wall ? wall : cpu;
             if (dt < best) {
@@ -186,6 +187,48 @@ std::string format_kernel_bench(const MachineRoofs& roofs, const std::vector<Mat
     s += "\nM = 1 rows stream their weights from DRAM (copies cycled past the L3): compare GB/s with the read "
          "bandwidth. M = 512 rows are compute-bound: compare GFLOP/s with the FP32 FMA peak (the integer "
          "types use int8 dot products, which can exceed it).\n";
+    return s;
+}
+
+std::string format_level_comparison(const MachineRoofs& roofs, const std::vector<const Kernels*>& levels,
+                                    const std::vector<std::vector<MatmulBenchResult>>& results,
+                                    const std::string& command, BenchClock clock) {
+    std::string s;
+    char line[512];
+    const auto& f = cpu_features();
+    std::time_t t = std::time(nullptr);
+    char date[32];
+    std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&t));
+    std::snprintf(line, sizeof line,
+                  "## Kernel levels side by side\n\n- command: `%s`\n- date: %s\n- cpu: %s (%s), %d physical cores\n"
+                  "- cpu flags: %s\n- threads: %d; measured roofs: streaming read %.1f GB/s, FP32 FMA peak %.0f GFLOP/s\n"
+                  "- clock: %s; cases run interleaved (every level on a case before the next case); load average "
+                  "at the end: %.2f (1 min)\n\n",
+                  command.c_str(), date, f.brand.c_str(), f.vendor.c_str(), physical_cores(), cpu_flags_string().c_str(),
+                  roofs.threads, roofs.read_gbps, roofs.fma_gflops,
+                  clock == BenchClock::Wall ? "wall time"
+                                            : "process CPU time / threads (machine shared: estimate for dedicated cores)",
+                  load_average());
+    s += line;
+    s += "| weights | M | N x K |";
+    for (const Kernels* k : levels) s += std::string(" ") + k->name + " ms | " + k->name + " GFLOP/s or GB/s |";
+    s += std::string(" ") + levels.back()->name + " / " + levels.front()->name + " speed |\n|---|---:|---|";
+    for (size_t i = 0; i < levels.size(); ++i) s += "---:|---:|";
+    s += "---:|\n";
+    for (size_t c = 0; c < results.front().size(); ++c) {
+        const MatmulBenchResult& r0 = results.front()[c];
+        std::snprintf(line, sizeof line, "| %s | %lld | %lld x %lld |", dtype_name(r0.c.type), (long long)r0.c.M,
+                      (long long)r0.c.N, (long long)r0.c.K);
+        s += line;
+        for (size_t l = 0; l < levels.size(); ++l) {
+            const MatmulBenchResult& r = results[l][c];
+            if (r.c.M <= 4) std::snprintf(line, sizeof line, " %.3f | %.1f GB/s |", r.seconds * 1e3, r.weight_gbps);
+            else std::snprintf(line, sizeof line, " %.3f | %.1f |", r.seconds * 1e3, r.gflops);
+            s += line;
+        }
+        std::snprintf(line, sizeof line, " **%.2f×** |\n", r0.seconds / results.back()[c].seconds);
+        s += line;
+    }
     return s;
 }
 

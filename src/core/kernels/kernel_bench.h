@@ -44,15 +44,23 @@ struct MatmulBenchResult {
 // for every supported weight type, M = 1 and M = 512.
 std::vector<MatmulBenchCase> default_matmul_cases(const std::vector<DType>& types, const std::vector<int64_t>& Ms);
 
-// Times the active kernel table's matmul. min_seconds: keep repeating a case at least this long.
-// For M = 1 the weights are cycled through enough copies (> 2 x L3) that every call reads them
-// from memory, as decode does.
+// Times a kernel table's matmul (table nullptr: the active one). min_seconds: keep repeating a
+// case at least this long. For M = 1 the weights are cycled through enough copies (> 2 x L3) that
+// every call reads them from memory, as decode does.
+struct Kernels;
 std::vector<MatmulBenchResult> run_matmul_bench(const std::vector<MatmulBenchCase>& cases, ThreadPool& pool,
-                                                double min_seconds, BenchClock clock = BenchClock::Wall);
+                                                double min_seconds, BenchClock clock = BenchClock::Wall,
+                                                const Kernels* table = nullptr);
 
 // Markdown report: machine, roofs, one table row per result.
 std::string format_kernel_bench(const MachineRoofs& roofs, const std::vector<MatmulBenchResult>& results,
                                 const std::string& command, BenchClock clock = BenchClock::Wall);
+
+// Side-by-side report of two or more kernel levels on the same cases (results[level][case], run
+// interleaved case by case): time per level and the speed-up of the last level over the first.
+std::string format_level_comparison(const MachineRoofs& roofs, const std::vector<const Kernels*>& levels,
+                                    const std::vector<std::vector<MatmulBenchResult>>& results,
+                                    const std::string& command, BenchClock clock = BenchClock::Wall);
 
 // Random but valid weights of `type` (finite block scales), rows x cols, for benchmarks.
 std::vector<uint8_t> random_weights(DType type, int64_t rows, int64_t cols, uint32_t seed);
