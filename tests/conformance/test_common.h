@@ -1,6 +1,7 @@
 // Shared helpers of the conformance suite: the optimised tables to check, random data, weights.
 #pragma once
 #include <cmath>
+#include <cstdio>
 #include <random>
 #include <string>
 #include <vector>
@@ -13,10 +14,24 @@
 namespace conf {
 
 // Every optimised level that is compiled in and runs on this CPU (the scalar reference excluded).
+// Says once per test binary which levels were checked and which this CPU cannot run.
 inline std::vector<const hg::Kernels*> optimised_tables() {
     std::vector<const hg::Kernels*> out;
-    for (hg::Isa isa : {hg::Isa::Avx2, hg::Isa::Avx512})
-        if (const hg::Kernels* k = hg::kernels_for(isa)) out.push_back(k);
+    std::string ran, lacking;
+    for (hg::Isa isa : {hg::Isa::Avx2, hg::Isa::Avx512}) {
+        if (const hg::Kernels* k = hg::kernels_for(isa)) {
+            out.push_back(k);
+            ran += std::string(" ") + k->name;
+        } else {
+            lacking += std::string(" ") + hg::isa_name(isa);
+        }
+    }
+    static const bool reported = [&] {
+        std::printf("[ levels ] checked against the scalar reference:%s; not run (this CPU lacks them):%s\n",
+                    ran.empty() ? " none" : ran.c_str(), lacking.empty() ? " none" : lacking.c_str());
+        return true;
+    }();
+    (void)reported;
     return out;
 }
 
