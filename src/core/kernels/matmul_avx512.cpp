@@ -48,25 +48,10 @@ namespace hg::avx512 {
 namespace {
 
 // ---------------------------------------------------------------------------------------------
-// Scratch: grow-only, 64-byte aligned, thread-local (pool workers keep theirs between calls).
+// Scratch: grow-only, 64-byte aligned (AlignedBuffer, simd_shared.h), thread-local (pool workers
+// keep theirs between calls).
 
-struct Buffer {
-    uint8_t* p = nullptr;
-    size_t n = 0;
-    ~Buffer() { std::free(p); }
-    uint8_t* get(size_t bytes) {
-        if (bytes > n) {
-            std::free(p);
-            p = nullptr;
-            n = 0;
-            const size_t rounded = (bytes + 63) & ~size_t(63);
-            p = static_cast<uint8_t*>(std::aligned_alloc(64, rounded));
-            if (!p) throw std::bad_alloc();
-            n = rounded;
-        }
-        return p;
-    }
-};
+using Buffer = AlignedBuffer;
 struct Scratch {
     Buffer act;    // quantized activations (caller thread)
     Buffer extra;  // per-block activation sums (caller thread)
@@ -868,6 +853,10 @@ void matmul(float* y, const float* x, const Tensor& W, const float* bias, int64_
 }  // namespace hg::avx512
 
 namespace hg {
+namespace avx512 {
+void conv2d(float* out, const float* in, int64_t Cin, int64_t H, int64_t W, const Tensor& weight, const float* bias,
+            int stride, int pad_t, int pad_l, int pad_b, int pad_r, ThreadPool& pool);  // conv2d_avx512.cpp
+}
 
 const Kernels* kernels_avx2_table();  // ops_avx2.cpp
 
@@ -878,9 +867,10 @@ const Kernels* kernels_avx512_table() {
         k.name = "avx512";
         k.choice =
             "matmul: quantized GEMM (Q4_0 Q8_0 Q4_K Q6_K, M>12) on AVX512_VNNI vpdpbusd/vpdpwssd, 32-row panels; "
-            "Q4_K/Q6_K GEMV (M<=12) with 512-bit maddubs + vpdpwssd; Q4_0/Q8_0 GEMV, float weights, attention, "
-            "conv2d, norms, rope, activations: the AVX2 kernels";
+            "Q4_K/Q6_K GEMV (M<=12) with 512-bit maddubs + vpdpwssd; float-weight GEMM (M>2) and conv2d with "
+            "12 x 32 register tiles; Q4_0/Q8_0 GEMV, float GEMV, attention, norms, rope, activations: the AVX2 kernels";
         k.matmul = avx512::matmul;
+        k.conv2d = avx512::conv2d;
         return k;
     }();
     return &table;

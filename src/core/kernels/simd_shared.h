@@ -7,10 +7,38 @@
 #pragma once
 #include <immintrin.h>
 
+#include <cstdint>
+#include <cstdlib>
+#include <new>
+
 #include "core/quants.h"
 
 namespace hg {
 namespace {
+
+// Grow-only, 64-byte aligned scratch memory (plain malloc: no std::vector, whose member templates
+// would be shared between files of different ISA levels). Contents are not kept on growth.
+struct AlignedBuffer {
+    uint8_t* p = nullptr;
+    size_t n = 0;
+    AlignedBuffer() = default;
+    AlignedBuffer(const AlignedBuffer&) = delete;
+    AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+    ~AlignedBuffer() { std::free(p); }
+    uint8_t* get(size_t bytes) {
+        if (bytes > n) {
+            std::free(p);
+            p = nullptr;
+            n = 0;
+            const size_t rounded = (bytes + 63) & ~size_t(63);
+            p = static_cast<uint8_t*>(std::aligned_alloc(64, rounded));
+            if (!p) throw std::bad_alloc();
+            n = rounded;
+        }
+        return p;
+    }
+    float* floats(size_t count) { return reinterpret_cast<float*>(get(count * sizeof(float))); }
+};
 
 // The 8 6-bit scales and 8 mins of a Q4_K block as bytes (sc in the low 8, m in the high 8),
 // from the 12 packed bytes (see q4_K_scale_min) with 32-bit lane ops: with w0, w1, w2 the three
