@@ -856,8 +856,6 @@ namespace hg {
 namespace avx512 {
 void conv2d(float* out, const float* in, int64_t Cin, int64_t H, int64_t W, const Tensor& weight, const float* bias,
             int stride, int pad_t, int pad_l, int pad_b, int pad_r, ThreadPool& pool);  // conv2d_avx512.cpp
-void attention(float* out, const float* q, int64_t n_q, size_t q_stride, const void* k, const void* v, DType kv_type,
-               int64_t n_kv, size_t kv_stride, const AttentionParams& p, ThreadPool& pool);  // attention_avx512.cpp
 }
 
 const Kernels* kernels_avx2_table();  // ops_avx2.cpp
@@ -869,12 +867,10 @@ const Kernels* kernels_avx512_table() {
         k.name = "avx512";
         k.choice =
             "matmul: quantized GEMM (Q4_0 Q8_0 Q4_K Q6_K, M>12) on AVX512_VNNI vpdpbusd/vpdpwssd, 32-row panels; "
-            "Q4_K/Q6_K GEMV (M<=12) with 512-bit maddubs + vpdpwssd; float-weight GEMM (M>2), conv2d and "
-            "prefill attention (n_q>=4) with 12 x 32 register tiles; Q4_0/Q8_0 GEMV, float GEMV, decode attention, "
-            "norms, rope, activations: the AVX2 kernels";
+            "Q4_K/Q6_K GEMV (M<=12) with 512-bit maddubs + vpdpwssd; float-weight GEMM (M>2) and conv2d with "
+            "12 x 32 register tiles; Q4_0/Q8_0 GEMV, float GEMV, attention, norms, rope, activations: the AVX2 kernels";
         k.matmul = avx512::matmul;
         k.conv2d = avx512::conv2d;
-        k.attention = avx512::attention;
         return k;
     }();
     return &table;
