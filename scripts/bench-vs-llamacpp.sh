@@ -4,6 +4,7 @@
 #
 #   scripts/bench-vs-llamacpp.sh [--shape phi3-mini|1b] [--types f16,q8_0,q4_k] [-t 2]
 #                                [-p 512] [-n 128] [-r 3] [--rounds 2] [--dir DIR] [--fa 0|1]
+#                                [--levels avx2,avx512]
 #
 # 1. Writes the benchmark models if missing (healthgpt bench --write-model: Phi-3-shaped, random
 #    weights, the real Phi-3 vocabulary from $HEALTHGPT_SHARED_DATA/tokenizers/phi3).
@@ -13,11 +14,12 @@
 #    is part of this repository.
 # 3. For each round and each type: healthgpt bench (pp, tg; the first round also measures the read
 #    bandwidth), then tools/bench/llamacpp_bench.py (llama-bench's pp/tg method) on the same file.
+#    --levels: healthgpt once per kernel level (HEALTHGPT_ISA), each its own row ("healthgpt-avx2").
 # 4. tools/bench/compare.py prints the table with the ratios; raw JSON lines are kept in DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-shape=phi3-mini types=f16,q8_0,q4_k threads=2 n_prompt=512 n_gen=128 reps=3 rounds=2 dir=bench-models fa=0
+shape=phi3-mini types=f16,q8_0,q4_k threads=2 n_prompt=512 n_gen=128 reps=3 rounds=2 dir=bench-models fa=0 levels=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --shape) shape=$2; shift 2 ;;
@@ -29,7 +31,8 @@ while [[ $# -gt 0 ]]; do
     --rounds) rounds=$2; shift 2 ;;
     --dir) dir=$2; shift 2 ;;
     --fa) fa=$2; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    --levels) levels=$2; shift 2 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -64,8 +67,18 @@ for ((round = 1; round <= rounds; round++)); do
   for t in "${type_list[@]}"; do
     f=$dir/$shape-$t.gguf
     roof=(); [[ $round == 1 ]] && roof=(--roof)
-    echo "round $round/$rounds, $t: healthgpt" >&2
-    "$hg" bench -m "$f" -t "$threads" -p "$n_prompt" -n "$n_gen" -r "$reps" "${roof[@]}" -o json >> "$out"
+    if [[ -z $levels ]]; then
+      echo "round $round/$rounds, $t: healthgpt" >&2
+      "$hg" bench -m "$f" -t "$threads" -p "$n_prompt" -n "$n_gen" -r "$reps" "${roof[@]}" -o json >> "$out"
+    else
+      IFS=, read -ra level_list <<< "$levels"
+      for l in "${level_list[@]}"; do
+        echo "round $round/$rounds, $t: healthgpt, level $l" >&2
+        HEALTHGPT_ISA=$l "$hg" bench -m "$f" -t "$threads" -p "$n_prompt" -n "$n_gen" -r "$reps" "${roof[@]}" -o json |
+          sed "s/\"engine\": \"healthgpt\"/\"engine\": \"healthgpt-$l\"/" >> "$out"
+        roof=()
+      done
+    fi
     echo "round $round/$rounds, $t: llama.cpp" >&2
     "$py" tools/bench/llamacpp_bench.py -m "$f" -t "$threads" -p "$n_prompt" -n "$n_gen" -r "$reps" -fa "$fa" >> "$out"
   done

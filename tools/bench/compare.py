@@ -43,12 +43,13 @@ def main() -> int:
         for name, t in r["tests"].items():
             if "tokens_per_second" in t:
                 tps[(model, name, eng)].extend(t["tokens_per_second"])
-        if eng == "healthgpt":
+        if eng.startswith("healthgpt"):
             info[model] = (r.get("model_type", "?"), r.get("weight_bytes_per_token", 0))
             if r.get("read_gbps", 0) > 0:
                 gbps[model].append(r["read_gbps"])
             loads += [r.get("load_start", -1), r.get("load_end", -1)]
     models = sorted({k[0] for k in tps}, key=lambda m: (m.split("-")[0], m))
+    ours_engines = sorted({k[2] for k in tps if k[2].startswith("healthgpt")})  # one per kernel level
     print("| model | weights | test | healthgpt t/s | llama.cpp t/s | ratio | healthgpt % of roof | llama.cpp % of roof |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     for model in models:
@@ -56,8 +57,10 @@ def main() -> int:
         all_bw = [b for v in gbps.values() for b in v]
         bw = statistics.fmean(all_bw) if all_bw else 0
         tests = sorted({k[1] for k in tps if k[0] == model}, key=lambda t: (t[:2] != "pp", t))
-        for test in tests:
-            ours, theirs = tps.get((model, test, "healthgpt"), []), tps.get((model, test, "llama.cpp"), [])
+        for test, eng in ((t, e) for t in tests for e in ours_engines):
+            ours, theirs = tps.get((model, test, eng), []), tps.get((model, test, "llama.cpp"), [])
+            if not ours:
+                continue
             cells = []
             for v in (ours, theirs):
                 cells.append("%.2f ± %.2f (%d)" % (*mean_sd(v), len(v)) if v else "-")
@@ -67,7 +70,8 @@ def main() -> int:
                 for i, v in enumerate((ours, theirs)):
                     if v:
                         roof[i] = "%.0f %%" % (100.0 * statistics.fmean(v) * wbytes / (bw * 1e9))
-            print(f"| {model} | {typ} | {test} | {cells[0]} | {cells[1]} | {ratio} | {roof[0]} | {roof[1]} |")
+            label = test if eng == "healthgpt" else f"{test} ({eng[len('healthgpt-'):]})"
+            print(f"| {model} | {typ} | {label} | {cells[0]} | {cells[1]} | {ratio} | {roof[0]} | {roof[1]} |")
     bws = [b for v in gbps.values() for b in v]
     if bws:
         print("\nread bandwidth measured in the run: %.1f ± %.1f GB/s (%d measurements)" % (*mean_sd(bws), len(bws)))
