@@ -287,12 +287,13 @@ void HttpServer::Impl::check_can_create(const Principal& p) {
 void HttpServer::Impl::upload(const httplib::Request& req, httplib::Response& res, const Principal& p) {
     std::string_view bytes;
     std::string filename, content_type, cid_text, window, slice_text;
+    httplib::MultipartFormData file_part;  // get_file_value returns a copy: `bytes` points into this one
     if (req.is_multipart_form_data()) {
         if (!req.has_file("file")) bad_request("multipart upload: a 'file' part is required");
-        const httplib::MultipartFormData& f = req.get_file_value("file");
-        bytes = f.content;
-        filename = f.filename;
-        content_type = f.content_type;
+        file_part = req.get_file_value("file");
+        bytes = file_part.content;
+        filename = file_part.filename;
+        content_type = file_part.content_type;
         if (req.has_file("consultation_id")) cid_text = req.get_file_value("consultation_id").content;
     } else {
         bytes = req.body;
