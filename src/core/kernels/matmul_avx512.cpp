@@ -14,8 +14,10 @@
 //    integer is exact; one float FMA per (super-)block and row applies the scales, as on AVX2.
 //  * Decode GEMV (M <= 12) of the K-quants: 512-bit maddubs + vpdpwssd with the sub-block
 //    scales as int16 lanes (the AVX2 kernel's Q4_K decode was compute-bound at ~75 % of the
-//    bandwidth roof). The Q4_0/Q8_0 GEMV and the float weights stay on the AVX2 path: the former
-//    are bandwidth-bound already, and on Zen 4 a 512-bit FMA does the work of two 256-bit ones.
+//    bandwidth roof on Zen 3). The Q4_0/Q8_0 GEMV and the float weights stay on the AVX2 path:
+//    the former are bandwidth-bound already; for the latter a 12 x 32 AVX-512 float GEMM was
+//    written and measured 0.87-1.22x of AVX2 on Zen 4 (512-bit FMAs there are two 256-bit
+//    halves), so it is not shipped (docs/PERFORMANCE.md).
 //
 // This file is compiled with -mavx512*: it must not define any inline or template function that
 // another file also defines (the linker keeps one copy of such a function, possibly this one,
@@ -570,143 +572,6 @@ const DotFn<block_q4_K> kDotQ4_K[4] = {dot_q4_K<1>, dot_q4_K<2>, dot_q4_K<3>, do
 const DotFn<block_q6_K> kDotQ6_K[4] = {dot_q6_K<1>, dot_q6_K<2>, dot_q6_K<3>, dot_q6_K<4>};
 
 // ---------------------------------------------------------------------------------------------
-// Float weights (F32 F16 BF16), M > 2: register-blocked FMA GEMM with 32 vector registers.
-// Micro-kernel: 12 activation rows x 32 weight rows = 24 zmm accumulators, two weight vectors
-// per k and 12 broadcasts folded into the FMAs (AVX2 has room for 6 x 16). Weights are
-// converted to float32 exactly and packed per k block (panel[k][32]); activations are packed
-// group-major (xp[g][k][0..11]). Float sums in another order than the AVX2 level: within the
-// same bound (K * 2^-24 * sum |x w|).
-
-constexpr int PNF = 32;   // weight rows per float panel
-constexpr int MRF = 12;   // activation rows per float micro-kernel
-constexpr int KCF = 128;  // k block: one panel is 32 x 128 floats = 16 KiB (stays in the L1)
-constexpr int NPF = 4;    // panels packed together: one activation group (12 x KCF) is reused by 4
-
-template <DType T>
-inline __m512 load16_w(const uint8_t* row, int64_t k, int n) {  // n <= 16 values from k, zero-filled
-    const __mmask16 mask = n >= 16 ? __mmask16(0xFFFF) : static_cast<__mmask16>((1u << n) - 1);
-    if constexpr (T == DType::F32) {
-        return _mm512_maskz_loadu_ps(mask, reinterpret_cast<const float*>(row) + k);
-    } else if constexpr (T == DType::F16) {
-        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, reinterpret_cast<const uint16_t*>(row) + k));
-    } else {
-        const __m256i h = _mm256_maskz_loadu_epi16(mask, reinterpret_cast<const uint16_t*>(row) + k);
-        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-    }
-}
-
-// panel[k][32] for k in [k0, k0 + kc), rows past `rows` zero: 16 x 16 blocks transposed in registers.
-template <DType T>
-void pack_float(float* dst, const uint8_t* W, size_t wrow, int rows, int64_t k0, int64_t kc) {
-    for (int half = 0; half < 2; ++half)
-        for (int64_t k = 0; k < kc; k += 16) {
-            const int n = static_cast<int>(std::min<int64_t>(16, kc - k));
-            __m512i r[16];
-            HG_UNROLL
-            for (int i = 0; i < 16; ++i) {
-                const int row = 16 * half + i;
-                r[i] = row < rows ? _mm512_castps_si512(load16_w<T>(W + row * wrow, k0 + k, n)) : _mm512_setzero_si512();
-            }
-            transpose16(r);
-            for (int j = 0; j < n; ++j)
-                _mm512_store_si512(reinterpret_cast<__m512i*>(dst + (k + j) * PNF + 16 * half), r[j]);
-        }
-}
-
-template <int NR>
-void kernel_float(const float* panel, const float* xg, int64_t kc, float* y, int64_t ldy, int cols, bool accumulate,
-                  const float* bias) {
-    __m512 acc[NR][2];
-    HG_UNROLL
-    for (int m = 0; m < NR; ++m) acc[m][0] = acc[m][1] = _mm512_setzero_ps();
-    for (int64_t k = 0; k < kc; ++k) {
-        const __m512 w0 = _mm512_load_ps(panel + PNF * k), w1 = _mm512_load_ps(panel + PNF * k + 16);
-        HG_UNROLL
-        for (int m = 0; m < NR; ++m) {
-            const __m512 a = _mm512_set1_ps(xg[MRF * k + m]);
-            acc[m][0] = _mm512_fmadd_ps(a, w0, acc[m][0]);
-            acc[m][1] = _mm512_fmadd_ps(a, w1, acc[m][1]);
-        }
-    }
-    HG_UNROLL
-    for (int m = 0; m < NR; ++m) {
-        float* ym = y + m * ldy;
-        HG_UNROLL
-        for (int h = 0; h < 2; ++h) {
-            const int c = std::clamp(cols - 16 * h, 0, 16);
-            if (c == 0) break;
-            const __mmask16 mask = static_cast<__mmask16>((1u << c) - 1);
-            __m512 v = acc[m][h];
-            if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, ym + 16 * h));
-            else if (bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, bias + 16 * h));
-            _mm512_mask_storeu_ps(ym + 16 * h, mask, v);
-        }
-    }
-}
-
-template <DType T>
-void matmul_float(float* y, const float* x, const Tensor& W, const float* bias, int64_t M, ThreadPool& pool) {
-    const int64_t N = W.rows(), K = W.cols();
-    const size_t wrow = W.row_bytes();
-    const uint8_t* Wd = static_cast<const uint8_t*>(W.data);
-    // activations packed once per call, group-major: xp[g][k][0..11] = x[12g + 0..11][k]
-    const int64_t n_groups = (M + MRF - 1) / MRF;
-    float* xp = reinterpret_cast<float*>(scratch().act.get(n_groups * MRF * K * sizeof(float)));
-    pool.parallel_for(n_groups, [&](int64_t g0, int64_t g1, int) {
-        for (int64_t g = g0; g < g1; ++g) {
-            const int rows = static_cast<int>(std::min<int64_t>(MRF, M - g * MRF));
-            float* dst = xp + g * MRF * K;
-            for (int r = 0; r < rows; ++r) {
-                const float* src = x + (g * MRF + r) * K;
-                for (int64_t k = 0; k < K; ++k) dst[k * MRF + r] = src[k];
-            }
-        }
-    });
-    const int64_t n_panels = (N + PNF - 1) / PNF;
-    const int64_t n_pgroups = (n_panels + NPF - 1) / NPF;
-    pool.parallel_for(n_pgroups, [&](int64_t q0, int64_t q1, int) {
-        float* panels = reinterpret_cast<float*>(scratch().panel.get(NPF * KCF * PNF * sizeof(float)));
-        for (int64_t q = q0; q < q1; ++q) {
-            const int64_t p0 = q * NPF, np = std::min<int64_t>(NPF, n_panels - p0);
-            for (int64_t k0 = 0; k0 < K; k0 += KCF) {
-                const int64_t kc = std::min<int64_t>(KCF, K - k0);
-                const bool accum = k0 > 0;
-                for (int64_t j = 0; j < np; ++j) {
-                    const int64_t n0 = (p0 + j) * PNF;
-                    pack_float<T>(panels + j * KCF * PNF, Wd + n0 * wrow, wrow,
-                                  static_cast<int>(std::min<int64_t>(PNF, N - n0)), k0, kc);
-                }
-                for (int64_t g = 0; g < n_groups; ++g) {
-                    const int64_t m0 = g * MRF;
-                    const float* xg = xp + m0 * K + k0 * MRF;
-                    for (int64_t j = 0; j < np; ++j) {
-                        const int64_t n0 = (p0 + j) * PNF;
-                        const int cols = static_cast<int>(std::min<int64_t>(PNF, N - n0));
-                        const float* b = bias ? bias + n0 : nullptr;
-                        const float* pj = panels + j * KCF * PNF;
-                        float* ym = y + m0 * N + n0;
-                        switch (std::min<int64_t>(MRF, M - m0)) {
-                            case 12: kernel_float<12>(pj, xg, kc, ym, N, cols, accum, b); break;
-                            case 11: kernel_float<11>(pj, xg, kc, ym, N, cols, accum, b); break;
-                            case 10: kernel_float<10>(pj, xg, kc, ym, N, cols, accum, b); break;
-                            case 9: kernel_float<9>(pj, xg, kc, ym, N, cols, accum, b); break;
-                            case 8: kernel_float<8>(pj, xg, kc, ym, N, cols, accum, b); break;
-                            case 7: kernel_float<7>(pj, xg, kc, ym, N, cols, accum, b); break;
-                            case 6: kernel_float<6>(pj, xg, kc, ym, N, cols, accum, b); break;
-                            case 5: kernel_float<5>(pj, xg, kc, ym, N, cols, accum, b); break;
-                            case 4: kernel_float<4>(pj, xg, kc, ym, N, cols, accum, b); break;
-                            case 3: kernel_float<3>(pj, xg, kc, ym, N, cols, accum, b); break;
-                            case 2: kernel_float<2>(pj, xg, kc, ym, N, cols, accum, b); break;
-                            default: kernel_float<1>(pj, xg, kc, ym, N, cols, accum, b); break;
-                        }
-                    }
-                }
-            }
-        }
-    });
-}
-
-// ---------------------------------------------------------------------------------------------
 // Driver
 
 template <typename ABlock, typename Extra>
@@ -792,19 +657,12 @@ void matmul(float* y, const float* x, const Tensor& W, const float* bias, int64_
     const int64_t K = W.cols();
     const bool quantized = W.type == DType::Q4_0 || W.type == DType::Q8_0 || W.type == DType::Q4_K || W.type == DType::Q6_K;
     const bool k_quant = W.type == DType::Q4_K || W.type == DType::Q6_K;
-    const bool float_w = W.type == DType::F32 || W.type == DType::F16 || W.type == DType::BF16;
-    // Not improved here: the float GEMV (M <= 2) and the GEMV of the 32-blocks (both
-    // bandwidth-bound on the AVX2 level already)
-    if ((float_w && M <= 2) || (!float_w && !quantized) || (quantized && M <= kGemvMaxRows && !k_quant))
-        return avx2::matmul(y, x, W, bias, M, pool);
+    // Not improved here: float weights (a 12 x 32 AVX-512 float GEMM measured 0.87-1.22x of
+    // the AVX2 one on Zen 4, whose 512-bit FMAs are two 256-bit halves: not shipped) and the
+    // GEMV of the 32-blocks (bandwidth-bound on the AVX2 level already)
+    if (!quantized || (M <= kGemvMaxRows && !k_quant)) return avx2::matmul(y, x, W, bias, M, pool);
     HG_CHECK(row_bytes(W.type, K) == W.row_bytes(), "matmul: weight %s is not packed", W.shape_str().c_str());
     if (M <= 0 || W.rows() == 0) return;
-    switch (W.type) {
-        case DType::F32: return matmul_float<DType::F32>(y, x, W, bias, M, pool);
-        case DType::F16: return matmul_float<DType::F16>(y, x, W, bias, M, pool);
-        case DType::BF16: return matmul_float<DType::BF16>(y, x, W, bias, M, pool);
-        default: break;
-    }
     const DType at = vec_dot_type(W.type);
     const size_t arow = row_bytes(at, K);
     const int64_t nb = K / dtype_info(W.type).block_size;
@@ -867,8 +725,8 @@ const Kernels* kernels_avx512_table() {
         k.name = "avx512";
         k.choice =
             "matmul: quantized GEMM (Q4_0 Q8_0 Q4_K Q6_K, M>12) on AVX512_VNNI vpdpbusd/vpdpwssd, 32-row panels; "
-            "Q4_K/Q6_K GEMV (M<=12) with 512-bit maddubs + vpdpwssd; float-weight GEMM (M>2) and conv2d with "
-            "12 x 32 register tiles; Q4_0/Q8_0 GEMV, float GEMV, attention, norms, rope, activations: the AVX2 kernels";
+            "Q4_K/Q6_K GEMV (M<=12) with 512-bit maddubs + vpdpwssd; conv2d with 12 x 32 register tiles; "
+            "Q4_0/Q8_0 GEMV, float weights, attention, norms, rope, activations: the AVX2 kernels";
         k.matmul = avx512::matmul;
         k.conv2d = avx512::conv2d;
         return k;
