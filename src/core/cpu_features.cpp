@@ -83,9 +83,10 @@ const CpuFeatures& cpu_features() {
 
 Isa isa_supported() {
     const CpuFeatures& f = cpu_features();
-    if (f.avx2 && f.fma && f.f16c && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512_vnni)
+    // BMI2 too: both levels are compiled with -mbmi2 (shlx/bzhi appear in them), and a VM may mask it.
+    if (f.avx2 && f.fma && f.f16c && f.bmi2 && f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512_vnni)
         return Isa::Avx512;
-    if (f.avx2 && f.fma && f.f16c) return Isa::Avx2;
+    if (f.avx2 && f.fma && f.f16c && f.bmi2) return Isa::Avx2;
     return Isa::Scalar;
 }
 
