@@ -149,25 +149,32 @@ std::vector<MatmulBenchResult> run_matmul_bench(const std::vector<MatmulBenchCas
     return out;
 }
 
-std::string format_kernel_bench(const MachineRoofs& roofs, const std::vector<MatmulBenchResult>& results,
-                                const std::string& command, BenchClock clock) {
-    std::string s;
-    char line[512];
+// The report's first lines: title, command, date, CPU, roofs, clock, load; `extra` goes after the threads line.
+static std::string report_header(const char* title, const std::string& command, const MachineRoofs& roofs, BenchClock clock,
+                          const std::string& extra) {
     const auto& f = cpu_features();
     std::time_t t = std::time(nullptr);
     char date[32];
     std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&t));
+    char line[1024];
     std::snprintf(line, sizeof line,
-                  "## Kernel benchmark\n\n- command: `%s`\n- date: %s\n- cpu: %s (%s), %d physical cores\n- cpu flags: %s\n"
-                  "- kernels: %s (isa %s), threads: %d\n"
-                  "- measured roofs (%d threads): streaming read %.1f GB/s, FP32 FMA peak %.0f GFLOP/s\n"
+                  "## %s\n\n- command: `%s`\n- date: %s\n- cpu: %s (%s), %d physical cores\n- cpu flags: %s\n"
+                  "%s- measured roofs (%d threads): streaming read %.1f GB/s, FP32 FMA peak %.0f GFLOP/s\n"
                   "- clock: %s; load average at the end: %.2f (1 min)\n\n",
-                  command.c_str(), date, f.brand.c_str(), f.vendor.c_str(), physical_cores(), cpu_flags_string().c_str(),
-                  kernels().name, isa_name(isa_active()), roofs.threads, roofs.threads, roofs.read_gbps, roofs.fma_gflops,
+                  title, command.c_str(), date, f.brand.c_str(), f.vendor.c_str(), physical_cores(),
+                  cpu_flags_string().c_str(), extra.c_str(), roofs.threads, roofs.read_gbps, roofs.fma_gflops,
                   clock == BenchClock::Wall ? "wall time"
                                             : "process CPU time / threads (machine shared: estimate for dedicated cores)",
                   load_average());
-    s += line;
+    return line;
+}
+
+std::string format_kernel_bench(const MachineRoofs& roofs, const std::vector<MatmulBenchResult>& results,
+                                const std::string& command, BenchClock clock) {
+    char line[512];
+    std::snprintf(line, sizeof line, "- kernels: %s (isa %s), threads: %d\n", kernels().name, isa_name(isa_active()),
+                  roofs.threads);
+    std::string s = report_header("Kernel benchmark", command, roofs, clock, line);
     s += "| weights | M | N x K | time (ms) | wall (ms) | weight GB/s | % of read BW | GFLOP/s | % of FP32 FMA peak |\n";
     s += "|---|---:|---|---:|---:|---:|---:|---:|---:|\n";
     for (const auto& r : results) {
@@ -193,23 +200,9 @@ std::string format_kernel_bench(const MachineRoofs& roofs, const std::vector<Mat
 std::string format_level_comparison(const MachineRoofs& roofs, const std::vector<const Kernels*>& levels,
                                     const std::vector<std::vector<MatmulBenchResult>>& results,
                                     const std::string& command, BenchClock clock) {
-    std::string s;
     char line[512];
-    const auto& f = cpu_features();
-    std::time_t t = std::time(nullptr);
-    char date[32];
-    std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&t));
-    std::snprintf(line, sizeof line,
-                  "## Kernel levels side by side\n\n- command: `%s`\n- date: %s\n- cpu: %s (%s), %d physical cores\n"
-                  "- cpu flags: %s\n- threads: %d; measured roofs: streaming read %.1f GB/s, FP32 FMA peak %.0f GFLOP/s\n"
-                  "- clock: %s; cases run interleaved (every level on a case before the next case); load average "
-                  "at the end: %.2f (1 min)\n\n",
-                  command.c_str(), date, f.brand.c_str(), f.vendor.c_str(), physical_cores(), cpu_flags_string().c_str(),
-                  roofs.threads, roofs.read_gbps, roofs.fma_gflops,
-                  clock == BenchClock::Wall ? "wall time"
-                                            : "process CPU time / threads (machine shared: estimate for dedicated cores)",
-                  load_average());
-    s += line;
+    std::string s = report_header("Kernel levels side by side", command, roofs, clock,
+                                  "- cases run interleaved: every level on a case before the next case\n");
     s += "| weights | M | N x K |";
     for (const Kernels* k : levels) s += std::string(" ") + k->name + " ms | " + k->name + " GFLOP/s or GB/s |";
     s += std::string(" ") + levels.back()->name + " / " + levels.front()->name + " speed |\n|---|---:|---|";
