@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "core/half.h"
+#include "core/kernels/conv2d_shared.h"
 #include "core/kernels/kernels_avx2.h"
 #include "core/kernels/simd_avx2.h"
 #include "core/quants.h"
@@ -27,7 +28,7 @@ constexpr int PX = 16;   // output pixels per micro-kernel
 constexpr int CIB = 32;  // input channels per k block
 
 struct ConvBuffers {
-    std::vector<float> padded, panels;
+    AlignedBuffer padded, panels;
 };
 ConvBuffers& conv_buffers() {
     static thread_local ConvBuffers b;
@@ -69,57 +70,16 @@ void conv_tile(const float* panel, const float* pad, int64_t ci0, int64_t ci1, i
 
 void conv2d(float* out, const float* in, int64_t Cin, int64_t H, int64_t W, const Tensor& weight, const float* bias,
             int stride, int pad_t, int pad_l, int pad_b, int pad_r, ThreadPool& pool) {
-    HG_CHECK(weight.n_dims == 4 && weight.shape[1] == Cin, "conv2d: weight %s does not take %lld input channels",
-             weight.shape_str().c_str(), (long long)Cin);
-    HG_CHECK(weight.type == DType::F32 || weight.type == DType::F16 || weight.type == DType::BF16,
-             "conv2d: weight type %s not supported", dtype_name(weight.type));
-    HG_CHECK(stride >= 1 && pad_t >= 0 && pad_l >= 0 && pad_b >= 0 && pad_r >= 0, "conv2d: bad stride/padding");
-    const int64_t Cout = weight.shape[0];
-    const int KH = static_cast<int>(weight.shape[2]), KW = static_cast<int>(weight.shape[3]);
-    const int64_t Hp = H + pad_t + pad_b, Wp = W + pad_l + pad_r;
-    HG_CHECK(Hp >= KH && Wp >= KW, "conv2d: kernel %dx%d larger than the padded input %lldx%lld", KH, KW, (long long)Hp,
-             (long long)Wp);
-    const int64_t Ho = (Hp - KH) / stride + 1, Wo = (Wp - KW) / stride + 1;
-    const int s = stride;
-    const int64_t Wq = (Wp + s - 1) / s + PX + KW;  // phase row length, with slack for the last tile
-    const int64_t kdim = Cin * KH * KW;
+    const ConvGeometry g = conv_geometry(Cin, H, W, weight, stride, pad_t, pad_l, pad_b, pad_r, PX);
+    const int64_t Cout = g.Cout, Hp = g.Hp, Ho = g.Ho, Wo = g.Wo, Wq = g.Wq, kdim = g.kdim;
+    const int KH = g.KH, KW = g.KW, s = g.s;
     const int64_t n_cob = (Cout + CO - 1) / CO;
 
     ConvBuffers& B = conv_buffers();
-    if ((int64_t)B.padded.size() < Cin * Hp * s * Wq) B.padded.resize(Cin * Hp * s * Wq);
-    if ((int64_t)B.panels.size() < n_cob * kdim * CO) B.panels.resize(n_cob * kdim * CO);
-    float* pad = B.padded.data();
-    float* panels = B.panels.data();
-
-    // zero-padded, phase-split copy of the input
-    pool.parallel_for(Cin * Hp, [&](int64_t r0, int64_t r1, int) {
-        for (int64_t r = r0; r < r1; ++r) {
-            const int64_t ci = r / Hp, iy = r % Hp - pad_t;
-            float* dst = pad + r * s * Wq;
-            std::memset(dst, 0, s * Wq * sizeof(float));
-            if (iy < 0 || iy >= H) continue;
-            const float* src = in + (ci * H + iy) * W;
-            for (int64_t x = 0; x < W; ++x) {
-                const int64_t px = x + pad_l;
-                dst[(px % s) * Wq + px / s] = src[x];
-            }
-        }
-    });
-    // weights -> float panels [cob][k][6]
-    const size_t wrow = row_bytes(weight.type, kdim);
-    pool.parallel_for(n_cob, [&](int64_t c0, int64_t c1, int) {
-        std::vector<float> wr(kdim);
-        for (int64_t cob = c0; cob < c1; ++cob) {
-            float* p = panels + cob * kdim * CO;
-            HG_UNROLL
-            for (int r = 0; r < CO; ++r) {
-                const int64_t co = cob * CO + r;
-                if (co < Cout) dequantize_row(weight.type, static_cast<const uint8_t*>(weight.data) + co * wrow, wr.data(), kdim);
-                else std::fill(wr.begin(), wr.end(), 0.0f);
-                for (int64_t k = 0; k < kdim; ++k) p[k * CO + r] = wr[k];
-            }
-        }
-    });
+    float* pad = B.padded.floats(Cin * Hp * s * Wq);
+    float* panels = B.panels.floats(n_cob * kdim * CO);
+    conv_pad_input(pad, in, Cin, H, W, g, pad_t, pad_l, pool);
+    conv_pack_panels<CO>(panels, weight, g, pool);
 
     const int64_t n_tiles = (Wo + PX - 1) / PX;
     std::vector<int64_t> tap_off(KW);
