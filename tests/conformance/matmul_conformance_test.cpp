@@ -105,7 +105,8 @@ void check_random(const hg::Kernels* T, DType type, Shape s, bool with_bias, uin
 TEST(MatmulConformance, QuantizedRandomWithinRoundingBound) {
     const Shape shapes[] = {{1, 1, 256},  {1, 37, 512},  {2, 19, 256},   {3, 70, 768}, {4, 16, 256},
                             {5, 9, 256},  {17, 33, 512}, {64, 72, 1024}, {70, 17, 256}, {1, 24, 8192},
-                            {13, 9, 8192}, {8, 8, 256}, {19, 65, 512}, {31, 100, 2048}};
+                            {13, 9, 8192}, {8, 8, 256}, {19, 65, 512}, {31, 100, 2048},
+                            {150, 40, 8192}};  // AVX-512 GEMM: activations in two L2 chunks (MC < M)
     CONF_FOR_EACH_TABLE(T) {
         uint32_t seed = 100;
         for (DType t : kQuantTypes)
@@ -116,7 +117,7 @@ TEST(MatmulConformance, QuantizedRandomWithinRoundingBound) {
         // blocks of 32: K not a multiple of 256
         for (DType t : {DType::Q4_0, DType::Q8_0})
             for (Shape s : {Shape{1, 5, 32}, Shape{3, 11, 96}, Shape{9, 21, 160}, Shape{6, 3, 32},
-                                  Shape{23, 37, 224}})  // 7 blocks: the AVX-512 16-k-step transposes half used
+                                  Shape{23, 37, 224}, Shape{20, 9, 32}})  // 7 blocks: the AVX-512 16-k-step transposes half used
                 check_random(T, t, s, true, seed++);
     }
     print_worst("quantized matmul vs reference");

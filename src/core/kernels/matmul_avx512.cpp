@@ -33,6 +33,7 @@
 #include <new>
 
 #include "core/error.h"
+#include "core/kernels/gemv_shared.h"
 #include "core/kernels/kernels_avx2.h"
 #include "core/kernels/simd_shared.h"
 #include "core/ops.h"
@@ -431,7 +432,7 @@ inline __m512i load512(const void* p) { return _mm512_loadu_si512(p); }
 // then high nibbles, i.e. sub-blocks 2j and 2j + 1); its scale vector has sc[2j] in int16 lanes
 // 0..15 and sc[2j + 1] in lanes 16..31.
 template <int NR>
-void dot_q4_K(const block_q4_K* w, const block_q8_K* const* a, int64_t nb, float* out) {
+void dot_q4_K(const block_q4_K* w, const block_q8_K* const* a, int64_t nb, float* out, const float* const*) {
     __m512 acc[NR];
     __m256 accm[NR];
     HG_UNROLL
@@ -487,7 +488,7 @@ void dot_q4_K(const block_q4_K* w, const block_q8_K* const* a, int64_t nb, float
 // level builds its 32-value quarters; sub-blocks of 16 values = 8 int16 lanes, so the scale
 // vector of vector (h, i) has sc[8h + 4i + lane / 8] in int16 lane `lane`.
 template <int NR>
-void dot_q6_K(const block_q6_K* w, const block_q8_K* const* a, int64_t nb, float* out) {
+void dot_q6_K(const block_q6_K* w, const block_q8_K* const* a, int64_t nb, float* out, const float* const*) {
     __m512 acc[NR];
     HG_UNROLL
     for (int m = 0; m < NR; ++m) acc[m] = _mm512_setzero_ps();
@@ -543,33 +544,6 @@ void dot_q6_K(const block_q6_K* w, const block_q8_K* const* a, int64_t nb, float
     for (int m = 0; m < NR; ++m) out[m] = _mm512_reduce_add_ps(acc[m]);
 }
 
-template <typename WBlock>
-using DotFn = void (*)(const WBlock*, const block_q8_K* const*, int64_t, float*);
-
-template <typename WBlock>
-void gemv_k(const DotFn<WBlock> (&dots)[4], float* y, const Tensor& W, const float* bias, int64_t M,
-            const block_q8_K* act, int64_t nb, ThreadPool& pool) {
-    const int64_t N = W.rows();
-    const uint8_t* Wd = static_cast<const uint8_t*>(W.data);
-    const size_t wrow = W.row_bytes();
-    pool.parallel_for(
-        N,
-        [&](int64_t n0, int64_t n1, int) {
-            for (int64_t m0 = 0; m0 < M; m0 += 4) {
-                const int mr = static_cast<int>(std::min<int64_t>(4, M - m0));
-                const block_q8_K* a[4];
-                for (int i = 0; i < mr; ++i) a[i] = act + (m0 + i) * nb;
-                for (int64_t n = n0; n < n1; ++n) {
-                    float o[4];
-                    dots[mr - 1](reinterpret_cast<const WBlock*>(Wd + n * wrow), a, nb, o);
-                    for (int i = 0; i < mr; ++i) y[(m0 + i) * N + n] = o[i] + (bias ? bias[n] : 0.0f);
-                }
-            }
-        },
-        16);
-}
-const DotFn<block_q4_K> kDotQ4_K[4] = {dot_q4_K<1>, dot_q4_K<2>, dot_q4_K<3>, dot_q4_K<4>};
-const DotFn<block_q6_K> kDotQ6_K[4] = {dot_q6_K<1>, dot_q6_K<2>, dot_q6_K<3>, dot_q6_K<4>};
 
 // ---------------------------------------------------------------------------------------------
 // Driver
@@ -689,8 +663,12 @@ void matmul(float* y, const float* x, const Tensor& W, const float* bias, int64_
                 for (int64_t m = m0; m < m1; ++m) avx2::quantize_act(at, x + m * K, aq + m * nb, K);
             });
         }
-        if (W.type == DType::Q4_K) gemv_k(kDotQ4_K, y, W, bias, M, aq, nb, pool);
-        else gemv_k(kDotQ6_K, y, W, bias, M, aq, nb, pool);
+        if (W.type == DType::Q4_K)
+            gemv_quant<block_q4_K, block_q8_K>(dot_q4_K<1>, dot_q4_K<2>, dot_q4_K<3>, dot_q4_K<4>, y, W, bias, M, aq,
+                                               nullptr, nb, pool);
+        else
+            gemv_quant<block_q6_K, block_q8_K>(dot_q6_K<1>, dot_q6_K<2>, dot_q6_K<3>, dot_q6_K<4>, y, W, bias, M, aq,
+                                               nullptr, nb, pool);
         return;
     }
     int16_t* a32 = W.type == DType::Q4_K ? reinterpret_cast<int16_t*>(S.extra.get(M * nb * 8 * sizeof(int16_t))) : nullptr;
