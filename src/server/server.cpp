@@ -2,7 +2,11 @@
 
 #include <httplib.h>
 #include <nlohmann/json.hpp>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <cstdlib>
 
 #include <atomic>
 #include <condition_variable>
@@ -661,12 +665,37 @@ HttpServer::HttpServer(std::shared_ptr<const Model> model, ServerOptions opt)
 
 HttpServer::~HttpServer() { stop(); }
 
+int raise_listen_backlog(int port, int backlog) {
+    int changed = 0;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+        char* end = nullptr;
+        const std::string name = e.path().filename().string();
+        const long fd = std::strtol(name.c_str(), &end, 10);
+        if (end == name.c_str() || *end != '\0') continue;
+        int listening = 0;
+        socklen_t len = sizeof listening;
+        if (getsockopt(int(fd), SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening) continue;
+        sockaddr_storage addr{};
+        len = sizeof addr;
+        if (getsockname(int(fd), reinterpret_cast<sockaddr*>(&addr), &len) != 0) continue;
+        int bound = -1;
+        if (addr.ss_family == AF_INET) bound = ntohs(reinterpret_cast<const sockaddr_in*>(&addr)->sin_port);
+        if (addr.ss_family == AF_INET6) bound = ntohs(reinterpret_cast<const sockaddr_in6*>(&addr)->sin6_port);
+        if (bound == port && ::listen(int(fd), backlog) == 0) ++changed;
+    }
+    return changed;
+}
+
 int HttpServer::bind() {
     if (impl_->port >= 0) return impl_->port;
     const ServerOptions& o = impl_->opt;
     if (o.port == 0) impl_->port = impl_->http.bind_to_any_port(o.host);
     else impl_->port = impl_->http.bind_to_port(o.host, o.port) ? o.port : -1;
     if (impl_->port < 0) fail("serve: cannot listen on %s:%d (in use, or not an address of this machine)", o.host.c_str(), o.port);
+    if (o.listen_backlog > 5 && raise_listen_backlog(impl_->port, o.listen_backlog) == 0)
+        std::fprintf(stderr, "serve: warning: could not raise the listen backlog to %d; many clients connecting at once "
+                             "may see connection errors\n", o.listen_backlog);
     return impl_->port;
 }
 
@@ -677,8 +706,18 @@ void HttpServer::run() {
 
 void HttpServer::start() {
     bind();
-    impl_->thread = std::thread([this] { impl_->http.listen_after_bind(); });
-    while (!impl_->http.is_running()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    impl_->thread = std::thread([this] {
+        impl_->http.listen_after_bind();
+        impl_->listen_returned = true;
+    });
+    // Wait for the accept loop; if it ends at once (the socket failed), say so instead of waiting forever.
+    while (!impl_->http.is_running()) {
+        if (impl_->listen_returned) {
+            impl_->thread.join();
+            fail("serve: the accept loop on port %d ended as it started", impl_->port);
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
 }
 
 void HttpServer::stop() {

@@ -37,6 +37,7 @@ struct ServerOptions {
     size_t max_body_bytes = size_t(64) << 20; // request bodies; beyond: 413
     double timeout_s = 300;                   // per chat request, from arrival (queue wait included): 504
     int http_threads = 0;                     // 0: parallel + queue + 4 (every waiting request holds one)
+    int listen_backlog = 1024;                // connections the kernel holds before accept (capped by net.core.somaxconn)
     int threads_per_worker = 0;               // 0: physical cores / parallel
     std::string model_name;                   // "model" in responses; default: the model folder's name
     imaging::Limits image_limits = [] {       // what one uploaded or inline image may be
@@ -60,6 +61,15 @@ struct ServerOptions {
 // The reminder appended to answers for non-physicians (a final content chunk when streaming).
 extern const char* const kNotDiagnosisReminder;
 
+// Debian's cpp-httplib 0.11 is a compiled library that listens with a backlog of 5
+// (CPPHTTPLIB_LISTEN_BACKLOG). Twenty clients connecting at once overflow that accept queue: the
+// kernel drops their handshakes and such connections fail after about a second with no request
+// ever reaching the server (seen as "Read" errors under load in update_swap_stream_test). Linux
+// lets listen() be called again on a listening socket to change its backlog, so this finds the
+// listening TCP sockets of this process bound to `port` and calls listen(fd, backlog) on each.
+// Returns how many it changed (0: none found, or listen() refused).
+int raise_listen_backlog(int port, int backlog);
+
 class HttpServer {
 public:
     HttpServer(std::shared_ptr<const Model> model, ServerOptions opt);
@@ -68,6 +78,7 @@ public:
     HttpServer& operator=(const HttpServer&) = delete;
 
     // Binds host:port and returns the port (the chosen one for port 0). Throws hg::Error if taken.
+    // The socket listens with opt.listen_backlog (see raise_listen_backlog).
     int bind();
     // Serves until stop() (binds first if needed).
     void run();

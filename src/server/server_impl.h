@@ -108,6 +108,7 @@ struct HttpServer::Impl {
     std::thread thread;
     int port = -1;
     std::atomic<bool> stopped{false};
+    std::atomic<bool> listen_returned{false};  // start(): the accept loop ended (or never began)
 
     Impl(std::shared_ptr<const Model> m, ServerOptions o);
 

@@ -4,12 +4,15 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <nlohmann/json.hpp>
+#include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <zlib.h>
 
 #include <atomic>
+#include <cstring>
 #include <thread>
 
 #include "imaging/image.h"
@@ -442,3 +445,55 @@ TEST(ServerHttp, ClientDisconnectCancelsTheStream) {
     EXPECT_NE(m.find("healthgpt_errors_total{type=\"client_disconnected\"} 1"), std::string::npos) << m;
     EXPECT_EQ(f.count("answers"), 0);  // an abandoned answer is not stored
 }
+
+namespace {
+
+// Many clients connecting at the same moment are all taken into the accept queue: httplib's own
+// backlog of 5 would leave the rest of the handshakes dropped, and those connections fail about a
+// second later (update_swap_stream_test saw it with 20 streaming clients). The server is bound but
+// not started, so nothing accepts: only the backlog decides how many connections complete.
+TEST(ServerHttp, SixtyFourConnectionsAtOnceAllCompleteTheHandshake) {
+    ServerOptions o;
+    o.data_dir = svctest::fresh_dir("http-backlog");
+    o.port = 0;
+    o.log_requests = false;
+    HttpServer server(demo_model(), o);
+    const int port = server.bind();
+    constexpr int kConnections = 64;
+    std::vector<int> fds;
+    for (int i = 0; i < kConnections; ++i) {
+        const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        ASSERT_GE(fd, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_port = htons(uint16_t(port));
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        const int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+        ASSERT_TRUE(rc == 0 || errno == EINPROGRESS) << std::strerror(errno);
+        fds.push_back(fd);
+    }
+    // A dropped SYN is sent again after 1 s: within 500 ms only the queued handshakes complete.
+    int connected = 0;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+    std::vector<bool> done(kConnections, false);
+    while (connected < kConnections && std::chrono::steady_clock::now() < until) {
+        for (int i = 0; i < kConnections; ++i) {
+            if (done[i]) continue;
+            pollfd p{fds[i], POLLOUT, 0};
+            if (::poll(&p, 1, 0) == 1 && (p.revents & POLLOUT)) {
+                int err = 0;
+                socklen_t len = sizeof err;
+                ::getsockopt(fds[i], SOL_SOCKET, SO_ERROR, &err, &len);
+                EXPECT_EQ(err, 0) << std::strerror(err);
+                done[i] = true, ++connected;
+            }
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    for (int fd : fds) ::close(fd);
+    EXPECT_EQ(connected, kConnections) << "connections left waiting for a second SYN: the listen backlog is too small";
+    EXPECT_EQ(raise_listen_backlog(port, 1024), 1) << "one listening socket on the server's port";
+    EXPECT_EQ(raise_listen_backlog(1, 1024), 0) << "nothing listens on port 1 in this process";
+}
+
+}  // namespace

@@ -141,7 +141,9 @@ TEST(UpdateSwapStream, PromoteAndRollbackUnder20StreamingClients) {
                 auto r = client().Post("/v1/chat/completions", httplib::Headers{{"Authorization", "Bearer " + patients[t]}},
                                        body.dump(), "application/json");
                 s.ended = Clock::now();
-                if (!r) s.error = "no response";
+                if (!r)
+                    s.error = "no response: " + httplib::to_string(r.error()) + " after " +
+                              std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(s.ended - s.started).count()) + " ms";
                 else if (r->status != 200) s.error = std::to_string(r->status) + " " + r->body;
                 else parse_stream(r->body, s);
                 std::lock_guard<std::mutex> l(mu);
