@@ -687,29 +687,3 @@ void matmul(float* y, const float* x, const Tensor& W, const float* bias, int64_
 }
 
 }  // namespace hg::avx512
-
-namespace hg {
-namespace avx512 {
-void conv2d(float* out, const float* in, int64_t Cin, int64_t H, int64_t W, const Tensor& weight, const float* bias,
-            int stride, int pad_t, int pad_l, int pad_b, int pad_r, ThreadPool& pool);  // conv2d_avx512.cpp
-}
-
-const Kernels* kernels_avx2_table();  // ops_avx2.cpp
-
-// The AVX-512 table: the AVX2 level with the functions this level improves replaced.
-const Kernels* kernels_avx512_table() {
-    static const Kernels table = [] {
-        Kernels k = *kernels_avx2_table();
-        k.name = "avx512";
-        k.choice =
-            "matmul: quantized GEMM (Q4_0 Q8_0 Q4_K Q6_K, M>12) on AVX512_VNNI vpdpbusd/vpdpwssd, 32-row panels; "
-            "Q4_K/Q6_K GEMV (M<=12) with 512-bit maddubs + vpdpwssd; conv2d with 12 x 32 register tiles; "
-            "Q4_0/Q8_0 GEMV, float weights, attention, norms, rope, activations: the AVX2 kernels";
-        k.matmul = avx512::matmul;
-        k.conv2d = avx512::conv2d;
-        return k;
-    }();
-    return &table;
-}
-
-}  // namespace hg
