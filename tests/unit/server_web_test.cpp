@@ -117,7 +117,9 @@ TEST(ServerWeb, ServesTheEmbeddedFilesWithTheirTypesAndHeaders) {
         SCOPED_TRACE(name);
         const auto r = f.get(std::string("/") + name);  // no key: the page comes before signing in
         expect_page_headers(r, type);
-        if (r) EXPECT_EQ(r->body, read_source(name)) << "the binary serves the web/ file as it is in the tree";
+        if (r) {
+            EXPECT_EQ(r->body, read_source(name)) << "the binary serves the web/ file as it is in the tree";
+        }
     }
     const auto root = f.get("/");
     expect_page_headers(root, "text/html; charset=utf-8");

@@ -263,7 +263,9 @@ TEST(UpdateLoop, CorrectApproveTrainGatePromoteSwapRollback) {
     EXPECT_EQ(rb["serving_sha256"], old_sha);
     const json old_again = w.ask(2, cases[2].cid, cases[2].upload, question);
     EXPECT_EQ(old_again["plugin"], "com");
-    if (old_again["answer_id"].is_number_integer()) EXPECT_EQ(w.answer_sha(old_again["answer_id"]), old_sha);
+    if (old_again["answer_id"].is_number_integer()) {
+        EXPECT_EQ(w.answer_sha(old_again["answer_id"]), old_sha);
+    }
 
     // Every refusal above left its audit row.
     const int64_t refused = svctest::query_int(*w.store, "SELECT count(*) FROM audit_log WHERE allowed = 0 AND action IN "
