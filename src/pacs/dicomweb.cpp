@@ -473,6 +473,66 @@ RetrievedInstance DicomWebClient::retrieve_instance(const std::string& study_uid
     return check_instance(std::string(parts[0].body), what, study_uid, series_uid, ep_.limits);
 }
 
+std::vector<std::string> DicomWebClient::retrieve_frames(const std::string& study_uid, const std::string& series_uid,
+                                                         const std::string& sop_instance_uid,
+                                                         const std::vector<int>& frames, size_t frame_bytes) {
+    check_uid(study_uid, "study UID");
+    check_uid(series_uid, "series UID");
+    check_uid(sop_instance_uid, "SOP instance UID");
+    HG_CHECK(!frames.empty() && frames.size() <= 4096, "WADO-RS frames: between 1 and 4096 frames, not %zu", frames.size());
+    std::string list;
+    for (int f : frames) {
+        HG_CHECK(f >= 1, "WADO-RS frames: frame numbers start at 1 (got %d)", f);
+        list += (list.empty() ? "" : ",") + std::to_string(f);
+    }
+    const std::string what = "PACS '" + ep_.name + "': frames " + (list.size() > 40 ? list.substr(0, 40) + "..." : list) +
+                             " of instance " + sop_instance_uid;
+    std::string ct;
+    const std::string body = get("/studies/" + study_uid + "/series/" + series_uid + "/instances/" + sop_instance_uid +
+                                     "/frames/" + list,
+                                 "multipart/related; type=\"application/octet-stream\"", &ct);
+    const std::vector<MultipartPart> parts = parse_wado_body(body, ct, what);
+    if (parts.size() != frames.size())
+        throw PacsError(PacsError::Kind::BadResponse, 0,
+                        what + ": " + std::to_string(parts.size()) + " parts for " + std::to_string(frames.size()) + " frames");
+    std::vector<std::string> out;
+    for (size_t i = 0; i < parts.size(); ++i) {
+        const std::string pct = parts[i].header("content-type");
+        if (media_type(pct) != "application/octet-stream")
+            throw PacsError(PacsError::Kind::BadResponse, 0,
+                            what + ": frame " + std::to_string(frames[i]) + " is of type '" + pct.substr(0, 80) +
+                                "', not application/octet-stream");
+        if (frame_bytes > 0 && parts[i].body.size() != frame_bytes)
+            throw PacsError(PacsError::Kind::BadResponse, 0,
+                            what + ": frame " + std::to_string(frames[i]) + " has " + std::to_string(parts[i].body.size()) +
+                                " bytes, expected " + std::to_string(frame_bytes));
+        out.emplace_back(parts[i].body);
+    }
+    return out;
+}
+
+imaging::RasterImage DicomWebClient::retrieve_rendered(const std::string& study_uid, const std::string& series_uid,
+                                                       const std::string& sop_instance_uid, int frame) {
+    check_uid(study_uid, "study UID");
+    check_uid(series_uid, "series UID");
+    check_uid(sop_instance_uid, "SOP instance UID");
+    HG_CHECK(frame >= 0, "WADO-RS rendered: frame numbers start at 1 (0: the instance), not %d", frame);
+    const std::string what = "PACS '" + ep_.name + "': rendered " + (frame ? "frame " + std::to_string(frame) + " of " : "") +
+                             "instance " + sop_instance_uid;
+    std::string ct;
+    const std::string body = get("/studies/" + study_uid + "/series/" + series_uid + "/instances/" + sop_instance_uid +
+                                     (frame ? "/frames/" + std::to_string(frame) : "") + "/rendered",
+                                 "image/png", &ct);
+    if (media_type(ct) != "image/png")
+        throw PacsError(PacsError::Kind::BadResponse, 0, what + ": the response is '" + ct.substr(0, 80) + "', not image/png");
+    try {
+        const std::span<const uint8_t> b(reinterpret_cast<const uint8_t*>(body.data()), body.size());
+        return imaging::decode_raster(b, what, /*apply_exif=*/false, ep_.limits);
+    } catch (const hg::Error& e) {
+        throw PacsError(PacsError::Kind::BadResponse, 0, std::string("the image decoder refused it: ") + e.what());
+    }
+}
+
 void DicomWebClient::store(const std::vector<std::string>& files, const std::string& study_uid) {
     HG_CHECK(!files.empty(), "STOW-RS: nothing to store");
     if (!study_uid.empty()) check_uid(study_uid, "study UID");

@@ -154,6 +154,20 @@ public:
     RetrievedInstance retrieve_instance(const std::string& study_uid, const std::string& series_uid,
                                         const std::string& sop_instance_uid);
 
+    // WADO-RS frames (PS3.18 §10.4.1.1.2): the pixel data of the listed frames (1-based, at most
+    // 4096) of one instance, uncompressed (Accept application/octet-stream: the PACS transcodes a
+    // compressed instance), one string per frame in the order asked. With frame_bytes > 0 every frame
+    // must be that long (rows × columns × samples × bits allocated / 8); a frame of another size, a
+    // part count that differs from the frames asked, or a part of another type is a BadResponse.
+    std::vector<std::string> retrieve_frames(const std::string& study_uid, const std::string& series_uid,
+                                             const std::string& sop_instance_uid, const std::vector<int>& frames,
+                                             size_t frame_bytes = 0);
+    // WADO-RS rendered (PS3.18 §10.4.1.1.3): one instance, or one frame of it (frame >= 1; 0: the
+    // instance), as the PACS renders it for display (its own windowing), in PNG. The bytes are
+    // decoded here within the endpoint's image limits; what the decoder refuses is a BadResponse.
+    imaging::RasterImage retrieve_rendered(const std::string& study_uid, const std::string& series_uid,
+                                           const std::string& sop_instance_uid, int frame = 0);
+
     // STOW-RS: Part 10 files into one study (all in one request). Throws unless the server stored every one.
     void store(const std::vector<std::string>& files, const std::string& study_uid = "");
 

@@ -264,8 +264,8 @@ try:
     r, took = run([args.test_unit, "--gtest_filter=PacsOrthanc.*:PacsServer.*"], env)
     print(r.stdout[-4000:])
     check(r.returncode == 0, f"test_unit PacsOrthanc.*:PacsServer.* passes ({took:.1f} s)")
-    check("[  SKIPPED ]" not in r.stdout and "[  PASSED  ] 10 tests" in r.stdout,
-          "all 10 PacsOrthanc and PacsServer tests ran (none skipped)")
+    check("[  SKIPPED ]" not in r.stdout and "[  PASSED  ] 11 tests" in r.stdout,
+          "all 11 PacsOrthanc and PacsServer tests ran (none skipped)")
 
     # --- 2. healthgpt ask --pacs --pacs-store --------------------------------------------------
     model = os.path.join(work, "demo-model")

@@ -11,11 +11,15 @@
 //                             the DICOM decoder refuses) prefix the DICOMweb root
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
+#include <span>
 #include <cstdlib>
 
 #include "core/error.h"
 #include "pacs/dicom_results.h"
+#include "imaging/dicom.h"
+#include "imaging/image.h"
 #include "pacs/dicomweb.h"
 #include "test_util.h"
 
@@ -121,6 +125,54 @@ TEST(PacsOrthanc, RetrieveCtSeriesAndMultiFrameMr) {
 
     const PacsError e = expect_pacs_error([&] { c.retrieve_series(env("HG_PACS_CT_STUDY"), "1.2.3.4.5.6.7.8.9"); });
     EXPECT_EQ(e.kind, PacsError::Kind::NotFound) << e.what();
+}
+
+// WADO-RS frames and rendered: the MR's frames are the stored pixel data of the instance, frame by
+// frame, in the order asked; a rendered CT slice is a PNG of the slice's size.
+TEST(PacsOrthanc, FramesAndRenderedOfAnInstance) {
+    NEED_ENV(HG_ORTHANC_URL);
+    DicomWebClient c(endpoint(HG_ORTHANC_URL_value));
+    const RetrievedSeries mr = c.retrieve_series(env("HG_PACS_MR_STUDY"), env("HG_PACS_MR_SERIES"));
+    ASSERT_EQ(mr.instances.size(), 1u);
+    const hg::imaging::DicomInfo& info = mr.instances[0].info;
+    const int n = std::atoi(env("HG_PACS_MR_FRAMES").c_str());
+    ASSERT_GE(n, 2);
+    const size_t frame_bytes = size_t(info.rows) * info.columns * info.samples_per_pixel * (info.bits_allocated / 8);
+    const std::string& uid = mr.references[0].sop_instance_uid;
+    const auto decoded = hg::imaging::decode_dicom(
+        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(mr.instances[0].bytes.data()), mr.instances[0].bytes.size()),
+        "mr");
+    ASSERT_EQ(decoded.pixels.bytes.size(), frame_bytes * n) << "stored samples, frame after frame";
+    std::vector<int> order;
+    for (int f = n; f >= 1; --f) order.push_back(f);  // last to first: the parts must follow the request
+    const std::vector<std::string> frames = c.retrieve_frames(mr.study_uid, mr.series_uid, uid, order, frame_bytes);
+    ASSERT_EQ(frames.size(), order.size());
+    for (size_t i = 0; i < frames.size(); ++i) {
+        const std::string stored(reinterpret_cast<const char*>(decoded.pixels.bytes.data()) + (order[i] - 1) * frame_bytes,
+                                 frame_bytes);
+        EXPECT_EQ(frames[i], stored) << "frame " << order[i];
+    }
+    EXPECT_EQ(c.retrieve_frames(mr.study_uid, mr.series_uid, uid, {2})[0], frames[n - 2]);
+    // the wrong size, a frame the instance lacks, frame 0: clear errors
+    const PacsError size = expect_pacs_error([&] { c.retrieve_frames(mr.study_uid, mr.series_uid, uid, {1}, frame_bytes + 2); });
+    EXPECT_EQ(size.kind, PacsError::Kind::BadResponse) << size.what();
+    EXPECT_NE(std::string(size.what()).find("expected " + std::to_string(frame_bytes + 2)), std::string::npos) << size.what();
+    EXPECT_THROW(c.retrieve_frames(mr.study_uid, mr.series_uid, uid, {n + 1}), PacsError);
+    EXPECT_THROW(c.retrieve_frames(mr.study_uid, mr.series_uid, uid, {0}), hg::Error);
+    EXPECT_THROW(c.retrieve_frames(mr.study_uid, mr.series_uid, uid, {}), hg::Error);
+
+    const auto ct = c.all_instances(env("HG_PACS_CT_STUDY"), env("HG_PACS_CT_SERIES"));
+    ASSERT_FALSE(ct.empty());
+    const hg::imaging::RasterImage slice = c.retrieve_rendered(env("HG_PACS_CT_STUDY"), env("HG_PACS_CT_SERIES"), ct[0].sop_instance_uid);
+    EXPECT_EQ(slice.format, "png");
+    EXPECT_EQ(slice.height, std::atoi(env("HG_PACS_CT_ROWS").c_str()));
+    EXPECT_GT(slice.width, 0);
+    uint16_t lo = 65535, hi = 0;
+    for (uint16_t v : slice.samples) lo = std::min(lo, v), hi = std::max(hi, v);
+    EXPECT_LT(lo, hi) << "a rendered slice is not one flat colour";
+    const hg::imaging::RasterImage frame2 = c.retrieve_rendered(mr.study_uid, mr.series_uid, uid, 2);
+    EXPECT_EQ(frame2.height, info.rows);
+    EXPECT_EQ(frame2.width, info.columns);
 }
 
 TEST(PacsOrthanc, SrAndSecondaryCaptureGoBackIntoTheStudy) {
