@@ -456,14 +456,20 @@ RetrievedSeries DicomWebClient::retrieve_series(const std::string& study_uid, co
     return out;
 }
 
-RetrievedInstance DicomWebClient::retrieve_instance(const std::string& study_uid, const std::string& series_uid,
-                                                    const std::string& sop_instance_uid) {
+// "/studies/S/series/R/instances/I" after checking the three UIDs (they go into the URL).
+static std::string instance_path(const std::string& study_uid, const std::string& series_uid, const std::string& sop_instance_uid) {
     check_uid(study_uid, "study UID");
     check_uid(series_uid, "series UID");
     check_uid(sop_instance_uid, "SOP instance UID");
+    return "/studies/" + study_uid + "/series/" + series_uid + "/instances/" + sop_instance_uid;
+}
+
+RetrievedInstance DicomWebClient::retrieve_instance(const std::string& study_uid, const std::string& series_uid,
+                                                    const std::string& sop_instance_uid) {
+    const std::string instance = instance_path(study_uid, series_uid, sop_instance_uid);
     const std::string what = "PACS '" + ep_.name + "': instance " + sop_instance_uid;
     std::string ct;
-    const std::string body = get("/studies/" + study_uid + "/series/" + series_uid + "/instances/" + sop_instance_uid,
+    const std::string body = get(instance,
                                  "multipart/related; type=\"application/dicom\"", &ct);
     const std::vector<MultipartPart> parts = parse_wado_body(body, ct, what);
     if (parts.size() != 1)
@@ -476,9 +482,7 @@ RetrievedInstance DicomWebClient::retrieve_instance(const std::string& study_uid
 std::vector<std::string> DicomWebClient::retrieve_frames(const std::string& study_uid, const std::string& series_uid,
                                                          const std::string& sop_instance_uid,
                                                          const std::vector<int>& frames, size_t frame_bytes) {
-    check_uid(study_uid, "study UID");
-    check_uid(series_uid, "series UID");
-    check_uid(sop_instance_uid, "SOP instance UID");
+    const std::string instance = instance_path(study_uid, series_uid, sop_instance_uid);
     HG_CHECK(!frames.empty() && frames.size() <= 4096, "WADO-RS frames: between 1 and 4096 frames, not %zu", frames.size());
     std::string list;
     for (int f : frames) {
@@ -488,8 +492,7 @@ std::vector<std::string> DicomWebClient::retrieve_frames(const std::string& stud
     const std::string what = "PACS '" + ep_.name + "': frames " + (list.size() > 40 ? list.substr(0, 40) + "..." : list) +
                              " of instance " + sop_instance_uid;
     std::string ct;
-    const std::string body = get("/studies/" + study_uid + "/series/" + series_uid + "/instances/" + sop_instance_uid +
-                                     "/frames/" + list,
+    const std::string body = get(instance + "/frames/" + list,
                                  "multipart/related; type=\"application/octet-stream\"", &ct);
     const std::vector<MultipartPart> parts = parse_wado_body(body, ct, what);
     if (parts.size() != frames.size())
@@ -513,15 +516,12 @@ std::vector<std::string> DicomWebClient::retrieve_frames(const std::string& stud
 
 imaging::RasterImage DicomWebClient::retrieve_rendered(const std::string& study_uid, const std::string& series_uid,
                                                        const std::string& sop_instance_uid, int frame) {
-    check_uid(study_uid, "study UID");
-    check_uid(series_uid, "series UID");
-    check_uid(sop_instance_uid, "SOP instance UID");
+    const std::string instance = instance_path(study_uid, series_uid, sop_instance_uid);
     HG_CHECK(frame >= 0, "WADO-RS rendered: frame numbers start at 1 (0: the instance), not %d", frame);
     const std::string what = "PACS '" + ep_.name + "': rendered " + (frame ? "frame " + std::to_string(frame) + " of " : "") +
                              "instance " + sop_instance_uid;
     std::string ct;
-    const std::string body = get("/studies/" + study_uid + "/series/" + series_uid + "/instances/" + sop_instance_uid +
-                                     (frame ? "/frames/" + std::to_string(frame) : "") + "/rendered",
+    const std::string body = get(instance + (frame ? "/frames/" + std::to_string(frame) : "") + "/rendered",
                                  "image/png", &ct);
     if (media_type(ct) != "image/png")
         throw PacsError(PacsError::Kind::BadResponse, 0, what + ": the response is '" + ct.substr(0, 80) + "', not image/png");

@@ -223,7 +223,10 @@ try:
 
     if MR_FROM_SINGLE_FRAME:
         mr_ds = pydicom.dcmread(MR_FROM_SINGLE_FRAME)
-        mr_ds.PixelData = mr_ds.PixelData * 3
+        # three different frames (the original, its bytes reversed, rotated by one sample), so that
+        # a test of frame order can tell them apart
+        px = mr_ds.PixelData
+        mr_ds.PixelData = px + px[::-1] + px[2:] + px[:2]
         mr_ds.NumberOfFrames = 3
         mr_ds.SOPInstanceUID = generate_uid()
         mr_ds.file_meta.MediaStorageSOPInstanceUID = mr_ds.SOPInstanceUID

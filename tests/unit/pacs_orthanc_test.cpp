@@ -147,6 +147,7 @@ TEST(PacsOrthanc, FramesAndRenderedOfAnInstance) {
     for (int f = n; f >= 1; --f) order.push_back(f);  // last to first: the parts must follow the request
     const std::vector<std::string> frames = c.retrieve_frames(mr.study_uid, mr.series_uid, uid, order, frame_bytes);
     ASSERT_EQ(frames.size(), order.size());
+    ASSERT_NE(frames.front(), frames.back()) << "the MR's first and last frames must differ, or the order check proves nothing";
     for (size_t i = 0; i < frames.size(); ++i) {
         const std::string stored(reinterpret_cast<const char*>(decoded.pixels.bytes.data()) + (order[i] - 1) * frame_bytes,
                                  frame_bytes);
